@@ -1,0 +1,118 @@
+"""The backend interface: token ids in, token ids and text out, plus an identity for the manifest."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class BackendSettings:
+    """Everything a backend needs to load a model. Values that change scores are recorded in the manifest."""
+
+    model_path: Path
+    max_length: int
+    adapter_path: Path | None = None
+    adapter_rank: int | None = None
+    rope_theta: float | None = None
+    dtype: str = "auto"
+    seed: int = 0
+    trust_remote_code: bool = False
+    batch_size: int = 8
+    gpu_memory_utilization: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    prompt_ids: list[int]
+    max_new_tokens: int
+    stop_token_ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Generation:
+    token_ids: list[int]
+    text: str
+    finish_reason: str  # "stop" (a stop id ended it) or "length" (the token budget did)
+
+
+class Backend(ABC):
+    """Subclasses register with `@backends.register(name)` and take a BackendSettings."""
+
+    name: str = ""
+
+    def __init__(self, settings: BackendSettings):
+        self.settings = settings
+
+    @property
+    @abstractmethod
+    def tokenizer(self) -> Any: ...
+
+    @property
+    def window(self) -> int:
+        """Most tokens (prompt plus generation) one request may hold."""
+        return self.settings.max_length
+
+    @property
+    def eos_token_ids(self) -> list[int]:
+        """End ids from the model's generation config (Llama-3 has two), for the stop set."""
+        return []
+
+    @abstractmethod
+    def generate(self, requests: Sequence[GenerationRequest]) -> Iterator[tuple[int, Generation]]:
+        """Greedy generation for all requests at once; yields (index, result) as each one finishes."""
+
+    @abstractmethod
+    def identity(self) -> dict[str, Any]:
+        """Name, versions and every setting that can change outputs."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release the engine."""
+
+
+def generation_eos(model_path: Path) -> list[int]:
+    """eos_token_id of generation_config.json (or config.json), as a list."""
+    import json
+
+    for name in ("generation_config.json", "config.json"):
+        file = model_path / name
+        if file.exists():
+            value = json.loads(file.read_text()).get("eos_token_id")
+            if value is not None:
+                return [int(v) for v in (value if isinstance(value, list) else [value])]
+    return []
+
+
+def decode(tokenizer, token_ids: list[int]) -> str:
+    return tokenizer.decode(token_ids, skip_special_tokens=True)
+
+
+def cut_at_stop(token_ids: list[int], stop_ids: Sequence[int]) -> tuple[list[int], str]:
+    """Tokens up to (not including) the first stop id, and why generation ended."""
+    stops = set(stop_ids)
+    for i, token_id in enumerate(token_ids):
+        if token_id in stops:
+            return token_ids[:i], "stop"
+    return token_ids, "length"
+
+
+def rope_overrides(config: Any, rope_theta: float | None, max_length: int, window: int) -> dict[str, Any]:
+    """Config fields to override for a RoPE-base change and a window beyond the declared one.
+
+    transformers v5 keeps the base in `rope_parameters`, v4 in `rope_theta`; the same dict serves as vLLM's
+    hf_overrides and as attributes set on a transformers config, so both backends see the same positions.
+    """
+    overrides: dict[str, Any] = {}
+    if rope_theta is not None:
+        params = getattr(config, "rope_parameters", None)
+        if isinstance(params, dict):
+            overrides["rope_parameters"] = {**params, "rope_theta": float(rope_theta)}
+        else:
+            overrides["rope_theta"] = float(rope_theta)
+    if max_length > window:
+        overrides["max_position_embeddings"] = int(max_length)
+    return overrides

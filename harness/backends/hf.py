@@ -1,0 +1,125 @@
+"""transformers in-process: the embedded default wherever no vLLM engine can start."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from lceval.backends.base import (
+    Backend,
+    Generation,
+    GenerationRequest,
+    cut_at_stop,
+    decode,
+    generation_eos,
+    rope_overrides,
+)
+from lceval.model_files import model_window
+from lceval.registry import backends
+
+
+def _torch_dtype(name: str, config: Any):
+    import torch
+
+    if name == "auto":
+        declared = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None) or "float32"
+        name = str(declared).replace("torch.", "")
+    return getattr(torch, name)
+
+
+@backends.register("hf")
+class HFBackend(Backend):
+    """transformers in-process, batched greedy generation, SDPA attention, PEFT adapters."""
+
+    name = "hf"
+
+    def __init__(self, settings):
+        super().__init__(settings)
+        import torch
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+        path = settings.model_path
+        config = AutoConfig.from_pretrained(path, trust_remote_code=settings.trust_remote_code)
+        for key, value in rope_overrides(config, settings.rope_theta, settings.max_length, model_window(path)).items():
+            setattr(config, key, value)
+        self._tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=settings.trust_remote_code)
+        self._dtype = _torch_dtype(settings.dtype, config)
+        torch.manual_seed(settings.seed)
+        model = AutoModelForCausalLM.from_pretrained(
+            path,
+            config=config,
+            dtype=self._dtype,
+            attn_implementation="sdpa",
+            trust_remote_code=settings.trust_remote_code,
+        )
+        if settings.adapter_path is not None:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, settings.adapter_path)
+        self.model = model.eval()
+        self._eos = generation_eos(path)
+        pad = self._tokenizer.pad_token_id
+        self._pad_id = pad if pad is not None else (self._eos[0] if self._eos else 0)
+
+    @property
+    def tokenizer(self):
+        return self._tokenizer
+
+    @property
+    def eos_token_ids(self) -> list[int]:
+        return list(self._eos)
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> Iterator[tuple[int, Generation]]:
+        groups: dict[tuple, list[int]] = defaultdict(list)
+        for index, request in enumerate(requests):
+            groups[(request.max_new_tokens, tuple(request.stop_token_ids))].append(index)
+        for (max_new, stops), indices in groups.items():
+            # Longest first, so that a batch holds prompts of similar length and padding stays small.
+            indices.sort(key=lambda i: -len(requests[i].prompt_ids))
+            for start in range(0, len(indices), self.settings.batch_size):
+                batch = indices[start : start + self.settings.batch_size]
+                outputs = self._generate_batch([requests[i].prompt_ids for i in batch], max_new, stops)
+                yield from zip(batch, outputs, strict=True)
+
+    def _generate_batch(self, prompts: list[list[int]], max_new: int, stops: tuple[int, ...]) -> list[Generation]:
+        import torch
+        from transformers import GenerationConfig
+
+        width = max(len(p) for p in prompts)
+        input_ids = torch.full((len(prompts), width), self._pad_id, dtype=torch.long)
+        attention = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, prompt in enumerate(prompts):  # left padding: every prompt ends where generation starts
+            input_ids[row, width - len(prompt) :] = torch.tensor(prompt)
+            attention[row, width - len(prompt) :] = 1
+        config = GenerationConfig(
+            do_sample=False,
+            max_new_tokens=max_new,
+            eos_token_id=list(stops) or None,
+            pad_token_id=self._pad_id,
+        )
+        with torch.inference_mode():
+            out = self.model.generate(input_ids=input_ids, attention_mask=attention, generation_config=config)
+        results = []
+        for row in out[:, width:].tolist():
+            ids, reason = cut_at_stop(row, stops)
+            results.append(Generation(ids, decode(self._tokenizer, ids), reason))
+        return results
+
+    def identity(self) -> dict[str, Any]:
+        import torch
+        import transformers
+
+        versions = {"transformers": transformers.__version__, "torch": torch.__version__}
+        if self.settings.adapter_path is not None:
+            import peft
+
+            versions["peft"] = peft.__version__
+        return {
+            "name": self.name,
+            "versions": versions,
+            "dtype": str(self._dtype).replace("torch.", ""),
+            "attention": "sdpa",
+            "batch_size": self.settings.batch_size,
+            "max_length": self.settings.max_length,
+        }

@@ -1,0 +1,129 @@
+"""vLLM in-process: all prompts of a task go to the engine at once; finished ones are handed back as they end."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from lceval.backends.base import (
+    Backend,
+    Generation,
+    GenerationRequest,
+    cut_at_stop,
+    decode,
+    generation_eos,
+    rope_overrides,
+)
+from lceval.errors import UserError
+from lceval.model_files import model_window
+from lceval.registry import backends
+
+# The CPU engine reserves this share of host memory (KV cache included): ~2.3 GiB on a 2-core, 24 GiB machine
+# leaves room for a second engine and the test process. GPU machines use vLLM's own default (0.9).
+CPU_MEMORY_UTILIZATION = 0.3
+
+
+def _on_cpu() -> bool:
+    try:
+        from vllm.platforms import current_platform
+
+        return current_platform.is_cpu()
+    except Exception:
+        return False
+
+
+@backends.register("vllm")
+class VLLMBackend(Backend):
+    """vLLM in-process engine: greedy, explicit max_model_len, stop ids, LoRA adapters, RoPE overrides."""
+
+    name = "vllm"
+
+    def __init__(self, settings):
+        super().__init__(settings)
+        trained = settings.extra.get("adapter_modules_to_save")
+        if trained:
+            raise UserError(f"adapter {settings.adapter_path} fully trains {', '.join(trained)}, which vLLM's LoRA "
+                            "cannot load; merge it into the model (lceval export --merge) or use --backend hf.")
+        import vllm
+        from transformers import AutoConfig
+
+        path = settings.model_path
+        config = AutoConfig.from_pretrained(path, trust_remote_code=settings.trust_remote_code)
+        overrides = rope_overrides(config, settings.rope_theta, settings.max_length, model_window(path))
+        utilization = settings.gpu_memory_utilization
+        if utilization is None:
+            utilization = CPU_MEMORY_UTILIZATION if _on_cpu() else 0.9
+        kwargs: dict[str, Any] = {
+            "model": str(path),
+            "tokenizer": str(path),
+            "max_model_len": settings.max_length,
+            "dtype": settings.dtype,
+            "seed": settings.seed,
+            "trust_remote_code": settings.trust_remote_code,
+            "enable_prefix_caching": True,
+            "gpu_memory_utilization": utilization,
+        }
+        if overrides:
+            kwargs["hf_overrides"] = overrides
+        if settings.adapter_path is not None:
+            kwargs.update(enable_lora=True, max_loras=1, max_lora_rank=max(settings.adapter_rank or 8, 8))
+        self._kwargs = kwargs
+        self.llm = vllm.LLM(**kwargs)
+        self._tokenizer = self.llm.get_tokenizer()
+        self._eos = generation_eos(path)
+        self._lora = None
+        if settings.adapter_path is not None:
+            from vllm.lora.request import LoRARequest
+
+            self._lora = LoRARequest("adapter", 1, str(settings.adapter_path))
+
+    @property
+    def tokenizer(self):
+        return self._tokenizer
+
+    @property
+    def eos_token_ids(self) -> list[int]:
+        return list(self._eos)
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> Iterator[tuple[int, Generation]]:
+        from vllm import SamplingParams, TokensPrompt
+
+        engine = self.llm.llm_engine
+        pending: dict[str, int] = {}
+        for index, request in enumerate(requests):
+            params = SamplingParams(
+                temperature=0.0,
+                max_tokens=request.max_new_tokens,
+                stop_token_ids=list(request.stop_token_ids),
+                detokenize=False,  # one decoding rule for every backend: base.decode
+            )
+            request_id = f"lceval-{index}"
+            engine.add_request(request_id, TokensPrompt(prompt_token_ids=request.prompt_ids), params,
+                               lora_request=self._lora)
+            pending[request_id] = index
+        try:
+            while pending:
+                for output in engine.step():
+                    if output.finished and output.request_id in pending:
+                        index = pending.pop(output.request_id)
+                        completion = output.outputs[0]
+                        ids, reason = cut_at_stop(list(completion.token_ids), requests[index].stop_token_ids)
+                        yield index, Generation(ids, decode(self._tokenizer, ids), reason)
+        finally:
+            if pending:  # the consumer stopped early (an error or Ctrl-C): drop what is still queued
+                engine.abort_request(list(pending))
+
+    def identity(self) -> dict[str, Any]:
+        import vllm
+
+        settings = {k: v for k, v in self._kwargs.items() if k not in ("model", "tokenizer")}
+        return {"name": self.name, "versions": {"vllm": vllm.__version__}, "engine_args": settings}
+
+    def close(self) -> None:
+        llm = getattr(self, "llm", None)
+        if llm is not None:
+            try:
+                llm.llm_engine.engine_core.shutdown()
+            except Exception:
+                pass
+            self.llm = None

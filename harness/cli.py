@@ -1,0 +1,125 @@
+"""The `lceval` command line."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from lceval.errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Evaluate long-context language models: needle, LongBench, InfiniteBench and more.")
+console = Console(stderr=True)
+
+
+@app.command()
+def run(
+    model: Annotated[str | None, typer.Option(help="Local checkpoint folder or hub id; default: the demo model.")] = None,
+    adapter: Annotated[str | None, typer.Option(help="PEFT adapter folder to apply to the model.")] = None,
+    revision: Annotated[str | None, typer.Option(help="Hub revision of --model.")] = None,
+    tasks: Annotated[str | None, typer.Option(help="Comma-separated tasks, e.g. needle,longbench.")] = None,
+    backend: Annotated[str | None, typer.Option(help="auto (vLLM where it starts, else hf), vllm or hf.")] = None,
+    max_length: Annotated[int | None, typer.Option(help="Window to open the model with (prompt + answer).")] = None,
+    rope_theta: Annotated[float | None, typer.Option(help="Override the RoPE base (e.g. 200e6).")] = None,
+    dtype: Annotated[str | None, typer.Option(help="auto, float32, bfloat16 or float16.")] = None,
+    out: Annotated[str | None, typer.Option(help="Folder that holds run folders (default results/).")] = None,
+    run_id: Annotated[str | None, typer.Option(help="Run folder name; an existing one is continued.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Run only the first N samples of each task.")] = None,
+    chat_template: Annotated[bool | None, typer.Option("--chat-template/--no-chat-template",
+                                                       help="Wrap prompts in the model's chat template.")] = None,
+    trust_remote_code: Annotated[bool | None, typer.Option("--trust-remote-code",
+                                                           help="Allow code shipped in the model folder.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Batch size of the hf backend.")] = None,
+    gpu_memory_utilization: Annotated[float | None, typer.Option(help="vLLM memory share (CPU: of host RAM).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the engine.")] = None,
+    task_option: Annotated[list[str] | None, typer.Option("--task-option", "-o",
+                                                          help="TASK.KEY=VALUE, e.g. needle.lengths=[1000,2000].")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML file with the same settings; flags win.")] = None,
+) -> None:
+    """Run tasks on a model and write a run folder (manifest, samples, results, pictures)."""
+    from lceval.config import build_config
+    from lceval.runner import execute
+
+    flags = dict(model=model, adapter=adapter, revision=revision, tasks=tasks, backend=backend, max_length=max_length,
+                 rope_theta=rope_theta, dtype=dtype, out=out, run_id=run_id, limit=limit, chat_template=chat_template,
+                 trust_remote_code=trust_remote_code, batch_size=batch_size,
+                 gpu_memory_utilization=gpu_memory_utilization, seed=seed)
+    cfg = build_config(config, flags, task_option or [])
+    run_dir = execute(cfg, console)
+    _print_results(run_dir)
+    console.print(f"run folder: {run_dir}")
+
+
+@app.command("tasks")
+def list_tasks() -> None:
+    """List the registered tasks and backends."""
+    from lceval import registry
+
+    table = Table("kind", "name", "description")
+    for kind, reg in (("task", registry.tasks), ("backend", registry.backends)):
+        for name in reg.names():
+            try:
+                description = getattr(reg.get(name), "description", "") or registry.first_line(reg.get(name).__doc__)
+            except UserError as err:
+                description = f"[red]{err}[/]"
+            table.add_row(kind, name, description)
+    Console().print(table)
+
+
+@app.command()
+def show(run_dir: Path) -> None:
+    """Print a run's results table."""
+    _print_results(run_dir)
+
+
+@app.command()
+def heatmap(
+    run_dir: Path,
+    task: Annotated[str, typer.Option(help="The needle-style task of the run.")] = "needle",
+    training_length: Annotated[int | None, typer.Option(help="Draw a dashed line at this length.")] = None,
+) -> None:
+    """Write the needle heatmaps (PNG) and grids (CSV) of a run folder."""
+    from lceval.plots import write_needle_heatmaps
+    from lceval.results import RunFolder
+
+    folder = RunFolder(run_dir)
+    results, manifest = folder.results(), folder.manifest()
+    if task not in results.get("tasks", {}):
+        raise UserError(f"run {run_dir} has no results for task {task!r}; it has {', '.join(results['tasks'])}.")
+    if training_length is None:
+        training_length = manifest.get("tasks", {}).get(task, {}).get("settings", {}).get("training_length")
+    for path in write_needle_heatmaps(run_dir, results, manifest, task=task, training_length=training_length):
+        console.print(f"wrote {path}")
+
+
+def _print_results(run_dir: Path) -> None:
+    from lceval.results import RunFolder
+
+    results = RunFolder(run_dir).results()
+    table = Table("task", "breakdown", "metric", "score", "n", title=f"results: {run_dir}")
+    for name, task in results["tasks"].items():
+        n = f"{task.get('n_samples', '?')}/{task.get('n_expected', '?')}"
+        for metric, value in task.get("metrics", {}).items():
+            table.add_row(name, "all", metric, f"{value:.4f}", n)
+        for length, metrics in task.get("by_length", {}).items():
+            for metric, value in metrics.items():
+                table.add_row("", f"length {length}", metric, f"{value:.4f}", "")
+    Console().print(table)
+
+
+def main() -> None:
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    try:
+        app()
+    except UserError as err:
+        console.print(f"[bold red]error:[/] {err}", highlight=False)
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        console.print("interrupted; rerun with the same --run-id to continue.")
+        sys.exit(130)

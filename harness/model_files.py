@@ -1,0 +1,119 @@
+"""Where a model, tokenizer and adapter live, what window they have, and their content hashes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lceval.errors import UserError
+
+# Files larger than this are hashed by size plus three 8 MiB windows (start, middle, end), so that
+# hashing a 140 GB checkpoint does not dominate a run; the manifest records the method.
+FULL_HASH_LIMIT = 64 * 2**20
+_WINDOW = 8 * 2**20
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model as the user named it and the local folder it resolved to."""
+
+    spec: str
+    path: Path
+    revision: str | None = None
+
+
+def _looks_like_hub_id(spec: str) -> bool:
+    return spec.count("/") == 1 and not spec.startswith((".", "/", "~")) and " " not in spec
+
+
+def resolve_model(spec: str, revision: str | None = None) -> ModelRef:
+    """A local folder as is; a hub id through the hub cache (downloaded when the hub is reachable)."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise UserError(f"model folder {path} has no config.json; point --model at a transformers checkpoint.")
+        return ModelRef(spec, path.resolve(), revision)
+    if not _looks_like_hub_id(spec):
+        raise UserError(f"model folder {path} does not exist; pass a local checkpoint folder or a hub id (org/name).")
+    try:
+        from huggingface_hub import snapshot_download
+
+        local = snapshot_download(spec, revision=revision, allow_patterns=["*.json", "*.safetensors", "*.model",
+                                                                         "*.txt", "*.jinja", "*.tiktoken"])
+    except Exception as err:
+        raise UserError(
+            f"model {spec!r} is not a local folder and could not be fetched from the hub ({type(err).__name__}); "
+            "download it and pass its folder to --model."
+        ) from err
+    return ModelRef(spec, Path(local), revision or Path(local).name)
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise UserError(f"could not read {path}: {err}; check the file.") from err
+
+
+def model_window(path: Path) -> int:
+    """The context window the checkpoint declares (max_position_embeddings)."""
+    config = read_json(path / "config.json")
+    window = config.get("max_position_embeddings") or config.get("text_config", {}).get("max_position_embeddings")
+    if not window:
+        raise UserError(f"{path / 'config.json'} declares no max_position_embeddings; pass --max-length.")
+    return int(window)
+
+
+def needs_remote_code(path: Path) -> bool:
+    return "auto_map" in read_json(path / "config.json")
+
+
+@dataclass(frozen=True)
+class AdapterInfo:
+    path: Path
+    rank: int
+    base_model: str | None
+    modules_to_save: tuple[str, ...]
+
+
+def read_adapter(spec: str) -> AdapterInfo:
+    """A PEFT adapter folder: its rank and what else it trains (vLLM cannot serve modules_to_save)."""
+    path = Path(spec).expanduser()
+    config_file = path / "adapter_config.json"
+    if not config_file.exists():
+        raise UserError(f"adapter folder {path} has no adapter_config.json; pass a PEFT adapter folder to --adapter.")
+    config = read_json(config_file)
+    return AdapterInfo(
+        path=path.resolve(),
+        rank=int(config.get("r", 8)),
+        base_model=config.get("base_model_name_or_path"),
+        modules_to_save=tuple(config.get("modules_to_save") or ()),
+    )
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        if size <= FULL_HASH_LIMIT:
+            for block in iter(lambda: handle.read(2**20), b""):
+                digest.update(block)
+        else:
+            digest.update(str(size).encode())
+            for offset in (0, size // 2, max(size - _WINDOW, 0)):
+                handle.seek(offset)
+                digest.update(handle.read(_WINDOW))
+    return digest.hexdigest()
+
+
+def folder_hash(path: Path) -> dict[str, str]:
+    """A content hash over every file of a checkpoint folder (names and contents), with how it was taken."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        digest.update(str(file.relative_to(path)).encode())
+        digest.update(_file_digest(file).encode())
+    method = f"sha256; files over {FULL_HASH_LIMIT // 2**20} MiB by size and three 8 MiB windows"
+    return {"sha256": digest.hexdigest(), "method": method}

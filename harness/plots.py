@@ -1,0 +1,103 @@
+"""Needle heatmaps: depth down the side (0% at the top), context length across, fixed 0..1 red-amber-green."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# gkamradt's colours, kept by the seed paper and NeedleBench: red (0) -> amber -> green (1).
+HEATMAP_COLOURS = ["#F0496E", "#EBB839", "#0CD79F"]
+METRIC_LABELS = {"rouge_l_f1": "ROUGE-L F1 vs the needle", "substring_match": "Key answer found (substring)"}
+
+
+def grid_from_cells(cells: list[dict[str, Any]], metric: str) -> tuple[list[int], list[float], np.ndarray]:
+    """Lengths, depths and a depth x length matrix of the metric's cell means (NaN where a cell is missing)."""
+    lengths = sorted({c["length"] for c in cells})
+    depths = sorted({c["depth"] for c in cells})
+    grid = np.full((len(depths), len(lengths)), np.nan)
+    for c in cells:
+        grid[depths.index(c["depth"]), lengths.index(c["length"])] = c[metric]
+    return lengths, depths, grid
+
+
+def write_grid_csv(path: Path, lengths: list[int], depths: list[float], grid: np.ndarray) -> None:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["depth_percent", *lengths])
+        for depth, row in zip(depths, grid, strict=True):
+            writer.writerow([f"{depth:g}", *("" if np.isnan(v) else f"{v:.4f}" for v in row)])
+
+
+def _length_label(n: int) -> str:
+    return f"{n / 1000:g}K" if n >= 1000 and n % 100 == 0 else str(n)
+
+
+def _column_position(lengths: list[int], value: float) -> float:
+    """Where `value` falls on the column axis, interpolating between column centres."""
+    if len(lengths) == 1:
+        return 0.0
+    return float(np.interp(value, lengths, np.arange(len(lengths))))
+
+
+def plot_heatmap(path: Path, lengths: list[int], depths: list[float], grid: np.ndarray, *, title: str,
+                 metric: str, training_length: int | None = None) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import LinearSegmentedColormap
+
+    cmap = LinearSegmentedColormap.from_list("needle", HEATMAP_COLOURS)
+    width = max(6.0, 0.55 * len(lengths) + 3)
+    height = max(3.5, 0.38 * len(depths) + 2)
+    fig, ax = plt.subplots(figsize=(width, height), dpi=120)
+    image = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=0.0, vmax=1.0, aspect="auto",
+                      interpolation="nearest")
+    ax.set_xticks(range(len(lengths)), [_length_label(n) for n in lengths], rotation=45 if len(lengths) > 8 else 0)
+    ax.set_yticks(range(len(depths)), [f"{d:g}" for d in depths])
+    ax.set_xlabel("Context length (tokens)")
+    ax.set_ylabel("Needle depth (%)")
+    ax.set_title(title, fontsize=10)
+    if len(lengths) * len(depths) <= 400:
+        for (row, col), value in np.ndenumerate(grid):
+            if not np.isnan(value):
+                ax.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=7, color="#1a1a1a")
+    if training_length:
+        x = _column_position(lengths, training_length)
+        ax.axvline(x, color="#1f3b8f", linestyle="--", linewidth=1.5, label=f"training length {training_length:,}")
+        ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.18 if len(lengths) > 8 else -0.12), fontsize=8,
+                  frameon=False)
+    colourbar = fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02)
+    colourbar.set_label(METRIC_LABELS.get(metric, metric))
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def heatmap_title(manifest: dict[str, Any], task: str, metric: str, mean: float | None) -> str:
+    model = manifest.get("model", {}).get("spec", "?")
+    adapter = (manifest.get("adapter") or {}).get("spec")
+    name = f"{model} + {adapter}" if adapter else model
+    score = f"  mean {mean:.3f}" if mean is not None else ""
+    return f"{task}: {name}\n{METRIC_LABELS.get(metric, metric)}{score}"
+
+
+def write_needle_heatmaps(run_dir: Path, results: dict[str, Any], manifest: dict[str, Any], *,
+                          task: str = "needle", training_length: int | None = None,
+                          metrics: tuple[str, ...] = ("rouge_l_f1", "substring_match")) -> list[Path]:
+    """A PNG and a CSV per metric of a needle task's cells; returns the files written."""
+    task_results = results["tasks"][task]
+    written = []
+    for metric in metrics:
+        lengths, depths, grid = grid_from_cells(task_results["cells"], metric)
+        stem = f"{task.replace('/', '_')}_heatmap_{metric}"
+        csv_path = run_dir / f"{stem}.csv"
+        write_grid_csv(csv_path, lengths, depths, grid)
+        title = heatmap_title(manifest, task, metric, task_results["metrics"].get(metric))
+        written += [plot_heatmap(run_dir / f"{stem}.png", lengths, depths, grid, title=title, metric=metric,
+                                 training_length=training_length), csv_path]
+    return written

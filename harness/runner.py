@@ -1,0 +1,291 @@
+"""`lceval run`: build every sample before any engine starts, then generate, score and write as samples finish."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from lceval import demo, environment, registry
+from lceval.backends.base import Backend, BackendSettings, GenerationRequest, generation_eos
+from lceval.config import RunConfig
+from lceval.errors import UserError
+from lceval.model_files import (
+    AdapterInfo,
+    ModelRef,
+    folder_hash,
+    model_window,
+    needs_remote_code,
+    read_adapter,
+    resolve_model,
+)
+from lceval.progress import sample_progress
+from lceval.prompting import hash_ids, hash_text, stop_token_ids
+from lceval.results import SCHEMA_VERSION, RunFolder
+from lceval.task import PromptContext, Sample, Task
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class Plan:
+    """Everything known before the engine starts."""
+
+    config: RunConfig
+    model: ModelRef
+    adapter: AdapterInfo | None
+    max_length: int
+    tasks: list[Task]
+    samples: dict[str, list[Sample]]
+    run: RunFolder
+    manifest: dict[str, Any]
+
+
+def _make_tasks(cfg: RunConfig, is_demo: bool) -> list[Task]:
+    tasks = []
+    for name in cfg.tasks:
+        options = dict(demo.DEMO_TASK_OPTIONS.get(name, {})) if is_demo else {}
+        options.update(cfg.task_options.get(name, {}))
+        tasks.append(registry.tasks.get(name)(options))
+    unused = sorted(set(cfg.task_options) - set(cfg.tasks))
+    if unused:
+        raise UserError(f"options were given for task {unused[0]!r}, which is not in --tasks {','.join(cfg.tasks)}.")
+    return tasks
+
+
+def default_run_id(model: ModelRef, adapter: AdapterInfo | None, tasks: list[str]) -> str:
+    name = Path(model.spec.rstrip("/")).name
+    if adapter is not None:
+        name += "+" + adapter.path.name
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return f"{name}-{'-'.join(t.replace('/', '_') for t in tasks)}-{stamp}"
+
+
+def _fingerprint(cfg: RunConfig, model_hash: str, adapter_hash: str | None, max_length: int,
+                 tasks: list[Task]) -> dict[str, Any]:
+    """What must be equal for two sessions to write into the same run folder."""
+    return {
+        "model_sha256": model_hash,
+        "adapter_sha256": adapter_hash,
+        "max_length": max_length,
+        "rope_theta": cfg.rope_theta,
+        "dtype": cfg.dtype,
+        "chat_template": cfg.chat_template,
+        "seed": cfg.seed,
+        "tasks": {t.name: {"version": t.version, "settings": t.settings()} for t in tasks},
+    }
+
+
+def _first_difference(old: Any, new: Any, path: str = "") -> str | None:
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new), key=str):
+            found = _first_difference(old.get(key), new.get(key), f"{path}.{key}" if path else str(key))
+            if found:
+                return found
+        return None
+    return None if old == new else f"{path} (was {old!r}, now {new!r})"
+
+
+def plan(cfg: RunConfig, console: Console) -> Plan:
+    """Validate everything a user can get wrong, and build all samples, before starting an engine."""
+    is_demo = cfg.model is None
+    tasks = _make_tasks(cfg, is_demo)
+    if cfg.backend != "auto":
+        registry.backends.get(cfg.backend)  # an unknown backend fails here, naming the known ones
+    model = ModelRef("lceval-demo", demo.demo_model_path()) if is_demo else resolve_model(cfg.model, cfg.revision)
+    if needs_remote_code(model.path) and not cfg.trust_remote_code:
+        raise UserError(f"model {model.spec} ships its own code (auto_map in config.json); "
+                        "pass --trust-remote-code only if you trust it.")
+    adapter = read_adapter(cfg.adapter) if cfg.adapter else None
+    window = model_window(model.path)
+    max_length = cfg.max_length or window
+    if max_length > window and cfg.rope_theta is None:
+        raise UserError(f"--max-length {max_length} is above the model's window of {window} tokens "
+                        "(max_position_embeddings); lower it, or extend the window with --rope-theta.")
+    for task in tasks:
+        need = getattr(task, "required_window", lambda: 0)()
+        if need > max_length:
+            raise UserError(f"task {task.name} needs {need} tokens (longest prompt plus answer) but the window is "
+                            f"{max_length}; shorten the task's lengths or raise --max-length.")
+
+    run_id = cfg.run_id or default_run_id(model, adapter, cfg.tasks)
+    run = RunFolder(Path(cfg.out) / run_id)
+    run.ensure_writable()
+
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model.path, trust_remote_code=cfg.trust_remote_code)
+    stops = stop_token_ids(tokenizer, generation_eos(model.path))
+    ctx = PromptContext(tokenizer=tokenizer, window=max_length, stop_token_ids=stops, chat_template=cfg.chat_template)
+    samples: dict[str, list[Sample]] = {}
+    for task in tasks:
+        with console.status(f"building {task.name} samples"):
+            built = task.build_samples(ctx)
+        if cfg.limit is not None:
+            built = built[: cfg.limit]
+        for sample in built:
+            sample.stop_token_ids = sample.stop_token_ids or list(stops)
+            if len(sample.prompt_ids) + sample.max_new_tokens > max_length:
+                raise UserError(f"{task.name} sample {sample.id} needs {len(sample.prompt_ids)} + "
+                                f"{sample.max_new_tokens} tokens, more than the window of {max_length}.")
+        samples[task.name] = built
+
+    with console.status("hashing the model"):
+        model_hash = folder_hash(model.path)
+        adapter_hash = folder_hash(adapter.path) if adapter else None
+    fingerprint = _fingerprint(cfg, model_hash["sha256"], adapter_hash and adapter_hash["sha256"], max_length, tasks)
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": run_id,
+        "created_at": now(),
+        "status": "running",
+        "model": {"spec": model.spec, "path": str(model.path), "revision": model.revision, "window": window,
+                  **model_hash},
+        "adapter": None if adapter is None else {"spec": cfg.adapter, "path": str(adapter.path),
+                                                 "rank": adapter.rank, **adapter_hash},
+        "max_length": max_length,
+        "tokenizer": {"chat_template_sha256": hash_text(getattr(tokenizer, "chat_template", None)),
+                      "stop_token_ids": stops, "class": type(tokenizer).__name__},
+        "config": cfg.to_dict(),
+        "tasks": {t.name: {"version": t.version, "settings": t.settings(), "n_samples": len(samples[t.name])}
+                  for t in tasks},
+        "fingerprint": fingerprint,
+        "software": environment.software(),
+        "hardware": environment.hardware(),
+        "sessions": [],
+    }
+    if run.exists():
+        old = run.manifest()
+        diff = _first_difference(old.get("fingerprint"), fingerprint)
+        if diff:
+            raise UserError(f"run {run.path} was started with different settings: {diff}; "
+                            "use a new --run-id rather than mix results.")
+        manifest.update(created_at=old["created_at"], sessions=old.get("sessions", []), backend=old.get("backend"))
+    return Plan(cfg, model, adapter, max_length, tasks, samples, run, manifest)
+
+
+def open_backend(requested: str, settings: BackendSettings, console: Console) -> Backend:
+    """The named backend; for `auto`, vLLM where an engine can start, otherwise hf, saying which and why."""
+    if requested != "auto":
+        return registry.backends.get(requested)(settings)
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        console.print("[yellow]backend auto: vLLM is not installed; using hf (transformers).[/]")
+        return registry.backends.get("hf")(settings)
+    try:
+        backend = registry.backends.get("vllm")(settings)
+    except UserError:
+        raise
+    except Exception as err:
+        console.print(f"[yellow]backend auto: the vLLM engine could not start ({type(err).__name__}: {err}); "
+                      "using hf (transformers).[/]")
+        return registry.backends.get("hf")(settings)
+    console.print("backend auto: using vllm.")
+    return backend
+
+
+def execute(cfg: RunConfig, console: Console) -> Path:
+    """Run (or continue) a run; returns its folder."""
+    p = plan(cfg, console)
+    run = p.run
+    removed = run.repair_samples()
+    if removed:
+        console.print(f"repaired {run.samples_path}: cut a torn last line of {removed} bytes.")
+    done: dict[tuple[str, str], dict[str, Any]] = {(r["task"], r["id"]): r for r in run.records()}
+    todo: list[tuple[Task, Sample]] = []
+    for task in p.tasks:
+        for sample in p.samples[task.name]:
+            record = done.get((task.name, sample.id))
+            if record is None:
+                todo.append((task, sample))
+            elif record["prompt_hash"] != hash_ids(sample.prompt_ids):
+                raise UserError(f"{run.samples_path} holds {task.name} sample {sample.id} with another prompt; "
+                                "use a new --run-id rather than mix results.")
+    finished = sum(len(v) for v in p.samples.values()) - len(todo)
+    if finished:
+        console.print(f"resuming {run.path}: {finished} samples already done, {len(todo)} to run.")
+
+    previous = (p.manifest.get("backend") or {}).get("name")
+    requested = previous if (cfg.backend == "auto" and previous) else cfg.backend
+    session = {"started_at": now(), "samples_run": 0}
+    p.manifest["sessions"].append(session)
+    if todo:
+        settings = BackendSettings(
+            model_path=p.model.path, max_length=p.max_length,
+            adapter_path=p.adapter.path if p.adapter else None, adapter_rank=p.adapter.rank if p.adapter else None,
+            rope_theta=cfg.rope_theta, dtype=cfg.dtype, seed=cfg.seed, trust_remote_code=cfg.trust_remote_code,
+            batch_size=cfg.batch_size, gpu_memory_utilization=cfg.gpu_memory_utilization,
+            extra={"adapter_modules_to_save": list(p.adapter.modules_to_save) if p.adapter else []},
+        )
+        backend = open_backend(requested, settings, console)
+        try:
+            if previous and backend.name != previous:
+                raise UserError(f"run {run.path} was run on backend {previous}, not {backend.name}; "
+                                "use a new --run-id rather than mix results.")
+            p.manifest["backend"] = {"requested": cfg.backend, **backend.identity()}
+            session["backend"] = backend.name
+            run.write_manifest(p.manifest)
+            session["samples_run"] = _generate(backend, todo, run, console)
+        finally:
+            backend.close()
+    finish(p, console)
+    return run.path
+
+
+def _generate(backend: Backend, todo: list[tuple[Task, Sample]], run: RunFolder, console: Console) -> int:
+    """Generate per task (all its prompts at once), scoring and appending each sample as it finishes."""
+    count = 0
+    by_task: dict[str, list[tuple[Task, Sample]]] = {}
+    for task, sample in todo:
+        by_task.setdefault(task.name, []).append((task, sample))
+    with run.open_for_append() as handle, sample_progress(console) as progress:
+        for name, items in by_task.items():
+            bar = progress.add_task(f"{name} on {backend.name}", total=len(items))
+            requests = [GenerationRequest(s.prompt_ids, s.max_new_tokens, tuple(s.stop_token_ids)) for _, s in items]
+            started = time.monotonic()
+            for index, generation in backend.generate(requests):
+                task, sample = items[index]
+                record = {
+                    "task": task.name,
+                    "task_version": task.version,
+                    "id": sample.id,
+                    "prompt_hash": hash_ids(sample.prompt_ids),
+                    "prompt_tokens": len(sample.prompt_ids),
+                    "meta": sample.meta,
+                    "target": sample.target,
+                    "output": generation.text,
+                    "output_tokens": len(generation.token_ids),
+                    "finish_reason": generation.finish_reason,
+                    "scores": task.score(sample, generation.text),
+                }
+                run.append(record, handle)
+                count += 1
+                progress.advance(bar)
+            console.print(f"{name}: {len(items)} samples in {time.monotonic() - started:.1f} s")
+    return count
+
+
+def finish(p: Plan, console: Console) -> dict[str, Any]:
+    """Aggregate what samples.jsonl holds for this run's samples, write results.json and the pictures."""
+    records = p.run.records()
+    results: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "run_id": p.manifest["run_id"], "tasks": {}}
+    complete = True
+    for task in p.tasks:
+        wanted = {s.id for s in p.samples[task.name]}
+        mine = [r for r in records if r["task"] == task.name and r["id"] in wanted]
+        complete &= len(mine) == len(wanted)
+        results["tasks"][task.name] = {"version": task.version, "n_expected": len(wanted), **task.aggregate(mine)}
+    p.run.write_results(results)
+    files = []
+    for task in p.tasks:
+        files += [str(f.name) for f in task.after_run(p.run.path, results, p.manifest)]
+    p.manifest.update(status="complete" if complete else "partial", finished_at=now(), files=files)
+    p.run.write_manifest(p.manifest)
+    return results

@@ -1,0 +1,69 @@
+"""The task interface: a task turns its data into samples, scores each output, and aggregates its axes."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from lceval.prompting import PromptFormat
+
+
+@dataclass
+class Sample:
+    """One request to the model and what a correct answer looks like."""
+
+    id: str
+    prompt_ids: list[int]
+    max_new_tokens: int
+    target: Any
+    meta: dict[str, Any] = field(default_factory=dict)
+    stop_token_ids: list[int] = field(default_factory=list)
+
+
+@dataclass
+class PromptContext:
+    """What a task needs to build prompts for one model: its tokenizer, window and turn wrapper."""
+
+    tokenizer: Any
+    window: int
+    stop_token_ids: list[int]
+    chat_template: bool
+
+    def user_turn(self, system: str | None = None, chat: bool = True) -> PromptFormat:
+        """The wrapper of one user turn; the chat template only where both the run and the task want it."""
+        from lceval.prompting import prompt_format
+
+        return prompt_format(self.tokenizer, self.chat_template and chat, system)
+
+
+class Task(ABC):
+    """Subclasses set `name`, `version` and `description`, and register with `@tasks.register`."""
+
+    name: ClassVar[str]
+    version: ClassVar[str]
+    description: ClassVar[str] = ""
+
+    def __init__(self, options: dict[str, Any] | None = None):
+        self.options = dict(options or {})
+
+    def settings(self) -> dict[str, Any]:
+        """The resolved settings that change this task's prompts or scores (recorded, and compared on resume)."""
+        return dict(self.options)
+
+    @abstractmethod
+    def build_samples(self, ctx: PromptContext) -> list[Sample]:
+        """All samples of the task for this model, in a stable order with stable ids."""
+
+    @abstractmethod
+    def score(self, sample: Sample, output: str) -> dict[str, float]:
+        """Metric name to value for one finished sample."""
+
+    @abstractmethod
+    def aggregate(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        """Task results from its sample records (as written to samples.jsonl)."""
+
+    def after_run(self, run_dir: Path, results: dict[str, Any], manifest: dict[str, Any]) -> list[Path]:
+        """Pictures and tables written beside the results; returns the files written."""
+        return []

@@ -1,0 +1,98 @@
+"""Haystack text for retrieval tasks: lceval's own generated English, a folder of .txt files, or a dataset column.
+
+The generated haystack is seeded and built from the word lists in data/haystack.yaml, so it is the same on
+every machine and carries no third-party text.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from lceval.errors import UserError
+
+GENERATED = "generated"
+
+
+@cache
+def _vocabulary() -> dict:
+    text = resources.files("lceval.tasks").joinpath("data/haystack.yaml").read_text(encoding="utf-8")
+    return yaml.safe_load(text)
+
+
+def generated_paragraphs(seed: int = 0) -> Iterator[str]:
+    """Endless paragraphs of 3 to 7 varied sentences, deterministic from `seed`."""
+    vocab = _vocabulary()
+    patterns = vocab["patterns"]
+    slots = {key: values for key, values in vocab.items() if key != "patterns"}
+    rng = random.Random(seed)
+    while True:
+        sentences = []
+        for _ in range(rng.randint(3, 7)):
+            pattern = rng.choice(patterns)
+            fill = {key: rng.choice(values) for key, values in slots.items()}
+            fill["number"] = str(rng.randint(2, 99))
+            sentence = pattern.format(**fill)
+            sentences.append(sentence[0].upper() + sentence[1:])
+        yield " ".join(sentences)
+
+
+def generated_text(n_chars: int, seed: int = 0) -> str:
+    """At least `n_chars` characters of generated haystack, paragraphs separated by blank lines."""
+    parts: list[str] = []
+    total = 0
+    for paragraph in generated_paragraphs(seed):
+        parts.append(paragraph)
+        total += len(paragraph) + 2
+        if total >= n_chars:
+            break
+    return "\n\n".join(parts)
+
+
+def folder_text(folder: Path) -> str:
+    """All .txt files of `folder` in sorted name order (not filesystem order), separated by blank lines."""
+    files = sorted(folder.glob("*.txt"))
+    if not files:
+        raise UserError(f"haystack folder {folder} holds no .txt files; point needle.haystack at a folder of .txt files.")
+    return "\n\n".join(path.read_text(encoding="utf-8", errors="replace").strip() for path in files)
+
+
+def dataset_text(spec: str) -> str:
+    """Text of a dataset column, `hf:NAME_OR_PATH:SPLIT:COLUMN`, rows separated by blank lines."""
+    parts = spec.split(":")
+    if len(parts) != 4 or not all(parts[1:]):
+        raise UserError(f"haystack {spec!r} is not of the form hf:NAME_OR_PATH:SPLIT:COLUMN.")
+    _, name, split, column = parts
+    try:
+        import datasets
+    except ImportError as err:
+        raise UserError("a dataset haystack needs the `datasets` package; run `pip install datasets`.") from err
+    try:
+        rows = datasets.load_dataset(name, split=split)
+    except Exception as err:  # the hub or the folder said no; say which dataset
+        raise UserError(f"could not load dataset {name!r} split {split!r} for the haystack: {err}") from err
+    if column not in rows.column_names:
+        raise UserError(f"dataset {name!r} has no column {column!r}; it has {', '.join(rows.column_names)}.")
+    return "\n\n".join(str(text).strip() for text in rows[column])
+
+
+def haystack_text(source: str, min_chars: int, seed: int = 0) -> str:
+    """The haystack named by `source` ('generated', a folder, or hf:...), at least `min_chars` long by repetition."""
+    if source == GENERATED:
+        return generated_text(min_chars, seed)
+    if source.startswith("hf:"):
+        text = dataset_text(source)
+    else:
+        folder = Path(source).expanduser()
+        if not folder.is_dir():
+            raise UserError(f"haystack folder {folder} does not exist; pass a folder of .txt files or 'generated'.")
+        text = folder_text(folder)
+    if not text.strip():
+        raise UserError(f"haystack {source} is empty; give it some text.")
+    repeats = -(-min_chars // (len(text) + 2))
+    return "\n\n".join([text] * max(repeats, 1))

@@ -1,0 +1,259 @@
+"""Needle in a haystack, as gkamradt's original test and the seed paper ran it, built exactly in tokens.
+
+Each cell (context length x depth) is one prompt of exactly `length` tokens, chat template included: the
+haystack is trimmed to what the description, needle, question and template leave, and the needle goes in at
+the depth, moved back to the start of the sentence it would have split. The nominal and the realised depth
+are both recorded. Scores: ROUGE-L F1 against the needle (the seed paper) and a case-insensitive substring
+match of the needle's key answer (RULER).
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import re
+from dataclasses import asdict, dataclass, fields
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from lceval.errors import UserError
+from lceval.metrics import rouge_l_f1, substring_match
+from lceval.prompting import encode
+from lceval.registry import tasks
+from lceval.task import PromptContext, Sample, Task
+from lceval.tasks.haystack import GENERATED, haystack_text
+
+METRICS = ("rouge_l_f1", "substring_match")
+# A sentence ends at . ! or ?, maybe followed by closing quotes or brackets, then whitespace or the end.
+_SENTENCE_END = re.compile(r"[.!?][\"'\u201d\u2019)\]]*(\s+|$)")
+
+
+@cache
+def presets() -> dict[str, dict[str, Any]]:
+    text = resources.files("lceval.tasks").joinpath("data/needle.yaml").read_text(encoding="utf-8")
+    return yaml.safe_load(text)
+
+
+@dataclass
+class NeedleOptions:
+    preset: str = "seed-paper"
+    lengths: list[int] | None = None
+    min_length: int | None = None
+    max_length: int | None = None
+    num_lengths: int = 10
+    depths: list[float] | None = None
+    num_depths: int = 10
+    min_depth: float = 0.0
+    max_depth: float = 100.0
+    depth_spacing: str = "linear"  # linear | sigmoid (gkamradt's spacing, dense near both ends)
+    depth_rounding: str = "round"  # floor | round | none, applied to linear depths
+    haystack: str = GENERATED  # 'generated', a folder of .txt files, or hf:NAME_OR_PATH:SPLIT:COLUMN
+    haystack_seed: int = 0
+    description: str = ""
+    needle: str = ""
+    question: str = ""
+    answer: str = ""
+    system: str | None = None
+    chat_template: bool = True
+    max_new_tokens: int = 50
+    training_length: int | None = None
+
+    @classmethod
+    def from_dict(cls, options: dict[str, Any]) -> NeedleOptions:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise UserError(f"unknown needle option {unknown[0]!r}; known options: {', '.join(sorted(known))}.")
+        name = options.get("preset", cls.preset)
+        if name not in presets():
+            raise UserError(f"unknown needle preset {name!r}; presets: {', '.join(presets())}.")
+        merged = {**presets()[name], **options}
+        opts = cls(**merged)
+        if opts.depth_spacing not in ("linear", "sigmoid"):
+            raise UserError(f"needle.depth_spacing {opts.depth_spacing!r} must be 'linear' or 'sigmoid'.")
+        if opts.depth_rounding not in ("floor", "round", "none"):
+            raise UserError(f"needle.depth_rounding {opts.depth_rounding!r} must be 'floor', 'round' or 'none'.")
+        if not opts.needle or not opts.question:
+            raise UserError("needle.needle and needle.question must not be empty.")
+        return opts
+
+
+def length_grid(opts: NeedleOptions) -> list[int]:
+    """Explicit lengths, or round(linspace(min, max, num)) as in the original test."""
+    if opts.lengths:
+        return sorted({int(x) for x in opts.lengths})
+    if opts.min_length is None or opts.max_length is None:
+        raise UserError("give needle.lengths, or needle.min_length and needle.max_length.")
+    grid = np.round(np.linspace(opts.min_length, opts.max_length, opts.num_lengths)).astype(int)
+    return sorted({int(x) for x in grid})
+
+
+def depth_grid(opts: NeedleOptions) -> list[float]:
+    """Depth percents: explicit, linear (rounded as the preset says) or gkamradt's sigmoid spacing."""
+    if opts.depths is not None:
+        values = [float(x) for x in opts.depths]
+    else:
+        xs = np.linspace(opts.min_depth, opts.max_depth, opts.num_depths)
+        if opts.depth_spacing == "sigmoid":
+            values = [float(x) if x in (0, 100) else round(100 / (1 + math.exp(0.1 * (x - 50))), 3) for x in xs]
+        elif opts.depth_rounding == "floor":
+            values = [float(int(x)) for x in xs]
+        elif opts.depth_rounding == "round":
+            values = [float(x) for x in np.round(xs).astype(int)]
+        else:
+            values = [round(float(x), 3) for x in xs]
+    bad = [d for d in values if not 0 <= d <= 100]
+    if bad:
+        raise UserError(f"needle depth {bad[0]} is outside 0..100; depths are percents of the context.")
+    return sorted(set(values))
+
+
+def sentence_starts(text: str, offsets: list[tuple[int, int]]) -> list[int]:
+    """Token indices where a sentence starts: the previous token ends after a sentence's end mark."""
+    gap = np.zeros(len(text) + 1, dtype=bool)
+    for match in _SENTENCE_END.finditer(text):
+        gap[match.start(1) : match.end(1) + 1] = True
+    starts = [0]
+    for i in range(1, len(offsets)):
+        if gap[offsets[i - 1][1]]:
+            starts.append(i)
+    return starts
+
+
+def insertion_point(budget: int, depth: float, starts: list[int]) -> int:
+    """Where the needle goes in a context of `budget` tokens: the sentence start at or before the depth."""
+    if depth >= 100:
+        return budget
+    target = int(budget * depth / 100)
+    return starts[bisect.bisect_right(starts, target) - 1]
+
+
+def cell_id(length: int, depth: float) -> str:
+    return f"L{length}-D{depth:g}"
+
+
+@tasks.register("needle")
+class NeedleTask(Task):
+    """Needle in a haystack: length x depth grid, ROUGE-L and key-answer substring scores, heatmaps."""
+
+    name = "needle"
+    version = "1"
+    description = "Needle in a haystack over a length x depth grid (seed paper and gkamradt presets), with heatmaps."
+
+    def __init__(self, options: dict[str, Any] | None = None):
+        super().__init__(options)
+        self.opts = NeedleOptions.from_dict(self.options)
+        self.lengths = length_grid(self.opts)
+        self.depths = depth_grid(self.opts)
+
+    def settings(self) -> dict[str, Any]:
+        resolved = asdict(self.opts)
+        resolved.update(lengths=self.lengths, depths=self.depths)
+        return resolved
+
+    def required_window(self) -> int:
+        return max(self.lengths) + self.opts.max_new_tokens
+
+    def _haystack(self, tokenizer, n_tokens: int) -> tuple[list[int], list[int]]:
+        """At least `n_tokens` haystack ids and the sentence starts among them."""
+        n_chars = max(n_tokens * 6, 2000)
+        while True:
+            text = haystack_text(self.opts.haystack, n_chars, self.opts.haystack_seed)
+            try:
+                enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+            except NotImplementedError as err:
+                raise UserError("the needle task needs a fast tokenizer (tokenizer.json) to find sentences.") from err
+            ids = list(enc["input_ids"])
+            if len(ids) >= n_tokens:
+                return ids[:n_tokens], [s for s in sentence_starts(text, enc["offset_mapping"]) if s < n_tokens]
+            n_chars *= 2
+
+    def build_samples(self, ctx: PromptContext) -> list[Sample]:
+        opts = self.opts
+        turn = ctx.user_turn(opts.system, chat=opts.chat_template)
+        tok = ctx.tokenizer
+        description, needle, question = (encode(tok, t) if t else [] for t in (opts.description, opts.needle,
+                                                                               opts.question))
+        fixed = turn.overhead + len(description) + len(needle) + len(question)
+        if self.lengths[0] <= fixed:
+            raise UserError(
+                f"needle length {self.lengths[0]} is too short: template, description, needle and question "
+                f"alone take {fixed} tokens; use lengths above {fixed}."
+            )
+        haystack, starts = self._haystack(tok, self.lengths[-1] - fixed)
+        samples = []
+        for length in self.lengths:
+            budget = length - fixed
+            context = haystack[:budget]
+            context_starts = starts[: bisect.bisect_right(starts, budget)]
+            for depth in self.depths:
+                pos = insertion_point(budget, depth, context_starts)
+                content = description + context[:pos] + needle + context[pos:] + question
+                prompt = turn.wrap(content)
+                meta = {
+                    "length": length,
+                    "depth": depth,
+                    "realized_depth": round(100 * pos / budget, 3),
+                    "prompt_tokens": len(prompt),
+                    "needle_token_index": len(turn.prefix_ids) + len(description) + pos,
+                }
+                samples.append(Sample(cell_id(length, depth), prompt, opts.max_new_tokens,
+                                      {"needle": opts.needle, "answer": opts.answer}, meta))
+        return samples
+
+    def score(self, sample: Sample, output: str) -> dict[str, float]:
+        answers = [sample.target["answer"]] if sample.target["answer"] else []
+        return {
+            "rouge_l_f1": rouge_l_f1(output, sample.target["needle"]),
+            "substring_match": substring_match(output, answers),
+        }
+
+    def aggregate(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        return aggregate_grid(records)
+
+    def after_run(self, run_dir: Path, results: dict[str, Any], manifest: dict[str, Any]) -> list[Path]:
+        from lceval.plots import write_needle_heatmaps
+
+        return write_needle_heatmaps(run_dir, results, manifest, training_length=self.opts.training_length)
+
+
+def _mean(values: list[float]) -> float:
+    return float(np.mean(values)) if values else float("nan")
+
+
+def aggregate_grid(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Means overall, per length, per depth and per cell, for every needle metric."""
+    cells: dict[tuple[int, float], list[dict[str, Any]]] = {}
+    for record in records:
+        cells.setdefault((record["meta"]["length"], record["meta"]["depth"]), []).append(record)
+
+    def means(group: list[dict[str, Any]]) -> dict[str, float]:
+        return {m: _mean([r["scores"][m] for r in group]) for m in METRICS}
+
+    by_length: dict[int, list] = {}
+    by_depth: dict[float, list] = {}
+    for (length, depth), group in cells.items():
+        by_length.setdefault(length, []).extend(group)
+        by_depth.setdefault(depth, []).extend(group)
+    return {
+        "n_samples": len(records),
+        "metrics": means(records),
+        "by_length": {str(k): means(v) for k, v in sorted(by_length.items())},
+        "by_depth": {f"{k:g}": means(v) for k, v in sorted(by_depth.items())},
+        "cells": [
+            {
+                "length": length,
+                "depth": depth,
+                "n": len(group),
+                "realized_depth": _mean([r["meta"]["realized_depth"] for r in group]),
+                "prompt_tokens": max(r["meta"]["prompt_tokens"] for r in group),
+                **means(group),
+            }
+            for (length, depth), group in sorted(cells.items())
+        ],
+    }

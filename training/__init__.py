@@ -1,0 +1,1 @@
+"""Training of context-extension checkpoints (QLoRA, S2-Attn); filled in by the training issue."""
