@@ -65,7 +65,7 @@ def plot_heatmap(path: Path, lengths: list[int], depths: list[float], grid: np.n
         for (row, col), value in np.ndenumerate(grid):
             if not np.isnan(value):
                 ax.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=7, color="#1a1a1a")
-    if training_length:
+    if training_length and lengths[0] <= training_length <= lengths[-1]:
         x = _column_position(lengths, training_length)
         ax.axvline(x, color="#1f3b8f", linestyle="--", linewidth=1.5, label=f"training length {training_length:,}")
         ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.18 if len(lengths) > 8 else -0.12), fontsize=8,

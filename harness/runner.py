@@ -191,8 +191,8 @@ def open_backend(requested: str, settings: BackendSettings, console: Console) ->
     return backend
 
 
-def execute(cfg: RunConfig, console: Console) -> Path:
-    """Run (or continue) a run; returns its folder."""
+def execute(cfg: RunConfig, console: Console, backend: Backend | None = None) -> Path:
+    """Run (or continue) a run; returns its folder. A caller may lend an open backend (kept open after)."""
     p = plan(cfg, console)
     run = p.run
     removed = run.repair_samples()
@@ -224,7 +224,8 @@ def execute(cfg: RunConfig, console: Console) -> Path:
             batch_size=cfg.batch_size, gpu_memory_utilization=cfg.gpu_memory_utilization,
             extra={"adapter_modules_to_save": list(p.adapter.modules_to_save) if p.adapter else []},
         )
-        backend = open_backend(requested, settings, console)
+        lent = backend is not None
+        backend = backend or open_backend(requested, settings, console)
         try:
             if previous and backend.name != previous:
                 raise UserError(f"run {run.path} was run on backend {previous}, not {backend.name}; "
@@ -234,7 +235,8 @@ def execute(cfg: RunConfig, console: Console) -> Path:
             run.write_manifest(p.manifest)
             session["samples_run"] = _generate(backend, todo, run, console)
         finally:
-            backend.close()
+            if not lent:
+                backend.close()
     finish(p, console)
     return run.path
 

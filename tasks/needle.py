@@ -165,7 +165,7 @@ class NeedleTask(Task):
         while True:
             text = haystack_text(self.opts.haystack, n_chars, self.opts.haystack_seed)
             try:
-                enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+                enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
             except NotImplementedError as err:
                 raise UserError("the needle task needs a fast tokenizer (tokenizer.json) to find sentences.") from err
             ids = list(enc["input_ids"])

@@ -1,0 +1,55 @@
+"""Shared fixtures: the demo model is built once per session; a vLLM engine is started once per session."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def lceval_cache(tmp_path_factory) -> Path:
+    """One cache for the whole session (and for CLI subprocesses), so the demo model is built once."""
+    path = Path(os.environ.get("LCEVAL_TEST_CACHE") or tmp_path_factory.mktemp("lceval-cache"))
+    os.environ["LCEVAL_CACHE"] = str(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def demo_model(lceval_cache) -> Path:
+    from lceval.demo import demo_model_path
+
+    return demo_model_path()
+
+
+@pytest.fixture(scope="session")
+def demo_tokenizer(demo_model):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(demo_model)
+
+
+@pytest.fixture(scope="session")
+def cli_env(lceval_cache) -> dict[str, str]:
+    env = dict(os.environ)
+    env["LCEVAL_CACHE"] = str(lceval_cache)
+    env.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    return env
+
+
+@pytest.fixture(scope="session")
+def lceval_cmd() -> list[str]:
+    return [sys.executable, "-m", "lceval"]
+
+
+@pytest.fixture(scope="session")
+def vllm_backend(demo_model):
+    """One real vLLM CPU engine on the demo model, shared by every test that needs one."""
+    from lceval.backends.base import BackendSettings
+    from lceval.backends.vllm import VLLMBackend
+
+    backend = VLLMBackend(BackendSettings(model_path=demo_model, max_length=2048))
+    yield backend
+    backend.close()
