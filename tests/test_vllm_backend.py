@@ -1,0 +1,122 @@
+"""The in-process vLLM backend on the real CPU engine: greedy, stop ids, LoRA, RoPE overrides, the runner."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from lceval.backends.base import BackendSettings, GenerationRequest
+from lceval.config import RunConfig
+from lceval.runner import execute
+
+pytestmark = pytest.mark.slow
+PROMPTS = [[0, *range(10, 10 + n)] for n in (30, 75, 140)]
+
+
+def run_all(backend, requests):
+    results = dict(backend.generate(requests))
+    return [results[i] for i in range(len(requests))]
+
+
+def test_greedy_generation_is_repeatable_and_uses_the_whole_budget(vllm_backend):
+    requests = [GenerationRequest(p, 12) for p in PROMPTS]
+    first, second = run_all(vllm_backend, requests), run_all(vllm_backend, requests)
+    assert [g.token_ids for g in first] == [g.token_ids for g in second]
+    assert all(len(g.token_ids) == 12 and g.finish_reason == "length" for g in first)
+    assert first[0].text == vllm_backend.tokenizer.decode(first[0].token_ids, skip_special_tokens=True)
+
+
+def test_generation_ends_at_a_stop_id(vllm_backend):
+    free = run_all(vllm_backend, [GenerationRequest(PROMPTS[1], 12)])[0].token_ids
+    stop = free[3]
+    cut = free.index(stop)
+    stopped = run_all(vllm_backend, [GenerationRequest(PROMPTS[1], 12, (free[-1], stop))])[0]
+    assert stopped.finish_reason == "stop"
+    assert stopped.token_ids == free[: min(cut, free.index(free[-1]))]
+
+
+def test_runner_on_a_lent_engine_writes_a_complete_run(vllm_backend, tmp_path, lceval_cache):
+    cfg = RunConfig(tasks=["needle"], out=str(tmp_path), run_id="v", backend="vllm",
+                    task_options={"needle": {"lengths": [256, 1024], "depths": [0, 50, 100]}})
+    from rich.console import Console
+
+    run_dir = execute(cfg, Console(stderr=True), backend=vllm_backend)
+    records = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
+    assert sorted(r["id"] for r in records) == sorted(f"L{n}-D{d}" for n in (256, 1024) for d in (0, 50, 100))
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["backend"]["name"] == "vllm"
+    assert manifest["backend"]["engine_args"]["max_model_len"] == 2048
+    assert manifest["backend"]["engine_args"]["enable_prefix_caching"] is True
+    assert (run_dir / "needle_heatmap_substring_match.png").exists()
+
+
+@pytest.fixture(scope="module")
+def lora_adapter(demo_model, tmp_path_factory):
+    """A real PEFT LoRA adapter on the demo model with non-zero weights, so that it changes outputs."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(1)
+    model = AutoModelForCausalLM.from_pretrained(demo_model, dtype=torch.float32)
+    config = LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+                        init_lora_weights=False)
+    peft_model = get_peft_model(model, config)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_" in name:
+                param.mul_(20.0)
+    path = tmp_path_factory.mktemp("adapter")
+    peft_model.save_pretrained(path)
+    return path
+
+
+def test_lora_adapter_and_rope_override_reach_the_engine(demo_model, lora_adapter, vllm_backend):
+    """One extra engine: adapter (rank 16 > vLLM's default 8 read from adapter_config) and a window extension."""
+    from lceval.backends.hf import HFBackend
+    from lceval.backends.vllm import VLLMBackend
+
+    settings = BackendSettings(model_path=demo_model, max_length=4096, adapter_path=lora_adapter, adapter_rank=16,
+                               rope_theta=40000.0)
+    backend = VLLMBackend(settings)
+    try:
+        config = backend.llm.llm_engine.model_config
+        assert config.max_model_len == 4096
+        assert config.hf_config.rope_parameters["rope_theta"] == 40000.0
+        assert backend.identity()["engine_args"]["max_lora_rank"] == 16
+        requests = [GenerationRequest(p, 8) for p in PROMPTS]
+        adapted = run_all(backend, requests)
+        long_prompt = [GenerationRequest([0, *range(10, 1000)] * 3, 4)]  # 2973 tokens: past the declared 2048
+        assert len(run_all(backend, long_prompt)[0].token_ids) == 4
+    finally:
+        backend.close()
+    base = run_all(vllm_backend, requests)
+    assert [g.token_ids for g in adapted] != [g.token_ids for g in base]
+    # transformers + PEFT with the same adapter and RoPE base agrees on the first greedy token of every prompt.
+    hf = HFBackend(settings)
+    assert [g.token_ids[0] for g in run_all(hf, requests)] == [g.token_ids[0] for g in adapted]
+
+
+def test_adapter_with_a_trained_embedding_is_refused_on_vllm(demo_model, tmp_path):
+    from lceval.backends.vllm import VLLMBackend
+    from lceval.errors import UserError
+
+    settings = BackendSettings(model_path=demo_model, max_length=2048, adapter_path=tmp_path,
+                               extra={"adapter_modules_to_save": ["embed_tokens"]})
+    with pytest.raises(UserError, match="merge"):
+        VLLMBackend(settings)
+
+
+def test_quickstart_command_picks_vllm_and_writes_the_heatmap(tmp_path, cli_env, lceval_cmd):
+    """`lceval run --tasks needle` on the embedded default, as the README's quickstart runs it."""
+    proc = subprocess.run([*lceval_cmd, "run", "--tasks", "needle", "--out", str(tmp_path), "--run-id", "q"],
+                          env=cli_env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "backend auto: using vllm." in proc.stderr
+    run_dir = tmp_path / "q"
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["tasks"]["needle"]["n_samples"] == 25
+    assert (run_dir / "needle_heatmap_rouge_l_f1.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (run_dir / "needle_heatmap_rouge_l_f1.csv").read_text().startswith("depth_percent,256,512,1024")
