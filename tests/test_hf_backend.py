@@ -1,0 +1,54 @@
+"""The transformers backend: batched greedy generation that does not depend on padding, stops, RoPE override."""
+
+from __future__ import annotations
+
+import pytest
+
+from lceval.backends.base import BackendSettings, GenerationRequest
+from lceval.backends.hf import HFBackend
+
+PROMPTS = [[0, *range(10, 10 + n)] for n in (20, 57, 130, 131)]
+
+
+def run_all(backend, requests):
+    results = dict(backend.generate(requests))
+    assert sorted(results) == list(range(len(requests)))
+    return [results[i] for i in range(len(requests))]
+
+
+@pytest.fixture(scope="module")
+def hf(demo_model):
+    return HFBackend(BackendSettings(model_path=demo_model, max_length=2048, batch_size=4))
+
+
+def test_batched_left_padded_generation_matches_one_at_a_time(hf, demo_model):
+    single = HFBackend(BackendSettings(model_path=demo_model, max_length=2048, batch_size=1))
+    requests = [GenerationRequest(p, 10) for p in PROMPTS]
+    batched, alone = run_all(hf, requests), run_all(single, requests)
+    assert [g.token_ids[:3] for g in batched] == [g.token_ids[:3] for g in alone]
+    assert all(len(g.token_ids) == 10 and g.finish_reason == "length" for g in batched)
+
+
+def test_each_request_stops_at_its_own_stop_ids(hf):
+    free = run_all(hf, [GenerationRequest(PROMPTS[2], 12)])[0].token_ids
+    stop = free[2]
+    requests = [GenerationRequest(PROMPTS[2], 12, (stop,)), GenerationRequest(PROMPTS[2], 12)]
+    stopped, unstopped = run_all(hf, requests)
+    assert stopped.finish_reason == "stop" and stopped.token_ids == free[: free.index(stop)]
+    assert unstopped.token_ids == free
+
+
+def test_rope_theta_override_changes_the_model(demo_model, hf):
+    rope = HFBackend(BackendSettings(model_path=demo_model, max_length=4096, rope_theta=1e6))
+    assert rope.model.config.rope_parameters["rope_theta"] == 1e6
+    assert rope.model.config.max_position_embeddings == 4096
+    head_dim = rope.model.config.head_dim
+    assert rope.model.model.rotary_emb.inv_freq[1].item() == pytest.approx(1e6 ** (-2 / head_dim))
+    assert hf.model.model.rotary_emb.inv_freq[1].item() == pytest.approx(1e4 ** (-2 / head_dim))
+    assert len(run_all(rope, [GenerationRequest([0, *range(10, 1000)] * 3, 4)])[0].token_ids) == 4
+
+
+def test_identity_records_what_changes_outputs(hf):
+    identity = hf.identity()
+    assert identity["name"] == "hf" and identity["dtype"] == "float32" and identity["attention"] == "sdpa"
+    assert "transformers" in identity["versions"] and "torch" in identity["versions"]

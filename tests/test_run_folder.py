@@ -1,0 +1,79 @@
+"""The run folder: torn-line repair, strict reading, results aggregation and heatmap files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from lceval.errors import UserError
+from lceval.plots import grid_from_cells, plot_heatmap, write_needle_heatmaps
+from lceval.results import RunFolder
+from lceval.tasks.needle import aggregate_grid
+
+
+def record(length, depth, rouge, found):
+    return {"task": "needle", "id": f"L{length}-D{depth}", "meta": {"length": length, "depth": depth,
+            "realized_depth": depth, "prompt_tokens": length}, "scores": {"rouge_l_f1": rouge,
+            "substring_match": found}}
+
+
+def test_torn_last_line_is_cut_and_whole_lines_kept(tmp_path):
+    run = RunFolder(tmp_path)
+    run.samples_path.write_text('{"a": 1}\n{"b": 2}\n{"c": ')
+    assert run.repair_samples() == len('{"c": ')
+    assert run.records() == [{"a": 1}, {"b": 2}]
+    assert run.repair_samples() == 0
+
+
+def test_a_malformed_line_in_the_middle_is_an_error_not_a_silent_drop(tmp_path):
+    run = RunFolder(tmp_path)
+    run.samples_path.write_text('{"a": 1}\nnot json\n{"b": 2}\n')
+    with pytest.raises(UserError, match="line 2"):
+        run.records()
+
+
+def test_aggregate_grid_means_per_cell_length_and_depth():
+    records = [record(1000, 0, 1.0, 1.0), record(1000, 50, 0.5, 0.0), record(2000, 0, 0.0, 0.0),
+               record(2000, 50, 0.25, 1.0)]
+    agg = aggregate_grid(records)
+    assert agg["metrics"] == {"rouge_l_f1": pytest.approx(0.4375), "substring_match": 0.5}
+    assert agg["by_length"]["1000"]["rouge_l_f1"] == 0.75
+    assert agg["by_depth"]["50"]["substring_match"] == 0.5
+    assert [(c["length"], c["depth"]) for c in agg["cells"]] == [(1000, 0), (1000, 50), (2000, 0), (2000, 50)]
+
+
+def test_heatmap_grid_puts_depth_down_and_length_across(tmp_path):
+    agg = aggregate_grid([record(1000, 0, 1.0, 1.0), record(2000, 50, 0.25, 0.0)])
+    lengths, depths, grid = grid_from_cells(agg["cells"], "rouge_l_f1")
+    assert lengths == [1000, 2000] and depths == [0, 50]
+    assert grid[0, 0] == 1.0 and grid[1, 1] == 0.25 and np.isnan(grid[0, 1])
+    manifest = {"model": {"spec": "m"}, "adapter": {"spec": "a"}}
+    files = write_needle_heatmaps(tmp_path, {"tasks": {"needle": agg}}, manifest, training_length=1500)
+    names = sorted(f.name for f in files)
+    assert names == ["needle_heatmap_rouge_l_f1.csv", "needle_heatmap_rouge_l_f1.png",
+                     "needle_heatmap_substring_match.csv", "needle_heatmap_substring_match.png"]
+    assert (tmp_path / "needle_heatmap_rouge_l_f1.csv").read_text().splitlines() == [
+        "depth_percent,1000,2000", "0,1.0000,", "50,,0.2500"]
+
+
+def test_heatmap_png_is_an_image_of_sensible_size(tmp_path):
+    from PIL import Image
+
+    grid = np.linspace(0, 1, 100).reshape(10, 10)
+    path = plot_heatmap(tmp_path / "h.png", list(range(8000, 88000, 8000)), list(range(0, 100, 10)), grid,
+                        title="t", metric="rouge_l_f1", training_length=80000)
+    with Image.open(path) as image:
+        width, height = image.size
+        assert width >= 600 and height >= 400
+        pixels = np.asarray(image.convert("RGB")).reshape(-1, 3)
+    # The fixed scale: both ends of red -> green appear for a 0..1 grid.
+    assert any((abs(pixels - np.array([0xF0, 0x49, 0x6E])).sum(axis=1) < 20))
+    assert any((abs(pixels - np.array([0x0C, 0xD7, 0x9F])).sum(axis=1) < 20))
+
+
+def test_results_json_round_trip(tmp_path):
+    run = RunFolder(tmp_path)
+    run.write_results({"tasks": {"x": {"metrics": {"m": 1.0}}}})
+    assert json.loads(run.results_path.read_text())["tasks"]["x"]["metrics"]["m"] == 1.0
