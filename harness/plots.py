@@ -31,8 +31,13 @@ def write_grid_csv(path: Path, lengths: list[int], depths: list[float], grid: np
             writer.writerow([f"{depth:g}", *("" if np.isnan(v) else f"{v:.4f}" for v in row)])
 
 
-def _length_label(n: int) -> str:
-    return f"{n / 1000:g}K" if n >= 1000 and n % 100 == 0 else str(n)
+def length_labels(lengths: list[int]) -> list[str]:
+    """One format for every column: 8K, 16K ... where all are whole thousands, 14.3K where all are above 1000."""
+    if all(n % 1000 == 0 for n in lengths):
+        return [f"{n // 1000}K" for n in lengths]
+    if all(n >= 1000 for n in lengths):
+        return [f"{n / 1000:.1f}K" for n in lengths]
+    return [str(n) for n in lengths]
 
 
 def _column_position(lengths: list[int], value: float) -> float:
@@ -56,7 +61,7 @@ def plot_heatmap(path: Path, lengths: list[int], depths: list[float], grid: np.n
     fig, ax = plt.subplots(figsize=(width, height), dpi=120)
     image = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=0.0, vmax=1.0, aspect="auto",
                       interpolation="nearest")
-    ax.set_xticks(range(len(lengths)), [_length_label(n) for n in lengths], rotation=45 if len(lengths) > 8 else 0)
+    ax.set_xticks(range(len(lengths)), length_labels(lengths), rotation=45 if len(lengths) > 8 else 0)
     ax.set_yticks(range(len(depths)), [f"{d:g}" for d in depths])
     ax.set_xlabel("Context length (tokens)")
     ax.set_ylabel("Needle depth (%)")
