@@ -8,10 +8,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from lceval.errors import UserError
 from rich.console import Console
 from rich.table import Table
-
-from lceval.errors import UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Evaluate long-context language models: needle, LongBench, InfiniteBench and more.")
@@ -20,7 +19,7 @@ console = Console(stderr=True, soft_wrap=True)
 
 @app.command()
 def run(
-    model: Annotated[str | None, typer.Option(help="Local checkpoint folder or hub id; default: the demo model.")] = None,
+    model: Annotated[str | None, typer.Option(help="Local checkpoint folder or hub id; default: demo model.")] = None,
     adapter: Annotated[str | None, typer.Option(help="PEFT adapter folder to apply to the model.")] = None,
     revision: Annotated[str | None, typer.Option(help="Hub revision of --model.")] = None,
     tasks: Annotated[str | None, typer.Option(help="Comma-separated tasks, e.g. needle,longbench.")] = None,
@@ -38,8 +37,8 @@ def run(
     batch_size: Annotated[int | None, typer.Option(help="Batch size of the hf backend.")] = None,
     gpu_memory_utilization: Annotated[float | None, typer.Option(help="vLLM memory share (CPU: of host RAM).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the engine.")] = None,
-    task_option: Annotated[list[str] | None, typer.Option("--task-option", "-o",
-                                                          help="TASK.KEY=VALUE, e.g. needle.lengths=[1000,2000].")] = None,
+    task_option: Annotated[list[str] | None, typer.Option(
+        "--task-option", "-o", help="TASK.KEY=VALUE, e.g. needle.lengths=[1000,2000].")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML file with the same settings; flags win.")] = None,
 ) -> None:
     """Run tasks on a model and write a run folder (manifest, samples, results, pictures)."""

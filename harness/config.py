@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from lceval.errors import UserError
 
 
@@ -79,7 +78,8 @@ def build_config(config_file: Path | None, flags: dict[str, Any], task_options: 
     known = {f.name for f in fields(RunConfig)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise UserError(f"config file {config_file} has unknown setting {unknown[0]!r}; known: {', '.join(sorted(known))}.")
+        raise UserError(f"config file {config_file} has unknown setting {unknown[0]!r}; "
+                        f"known: {', '.join(sorted(known))}.")
     data.update({k: v for k, v in flags.items() if v is not None})
     if "tasks" in data:
         data["tasks"] = parse_tasks(data["tasks"])

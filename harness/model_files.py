@@ -109,10 +109,22 @@ def _file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def folder_hash(path: Path) -> dict[str, str]:
+TOKENIZER_FILES = ("tokenizer*", "special_tokens_map.json", "chat_template.jinja", "*.model", "*.tiktoken",
+                   "vocab.*", "merges.txt")
+
+
+def tokenizer_hash(path: Path) -> str:
+    """sha256 over the tokenizer's files of a checkpoint folder (what turns text into the prompt's ids)."""
+    files = sorted({f for pattern in TOKENIZER_FILES for f in path.glob(pattern) if f.is_file()})
+    return folder_hash(path, files)["sha256"]
+
+
+def folder_hash(path: Path, files: list[Path] | None = None) -> dict[str, str]:
     """A content hash over every file of a checkpoint folder (names and contents), with how it was taken."""
     digest = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
+    if files is None:
+        files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+    for file in files:
         digest.update(str(file.relative_to(path)).encode())
         digest.update(_file_digest(file).encode())
     method = f"sha256; files over {FULL_HASH_LIMIT // 2**20} MiB by size and three 8 MiB windows"

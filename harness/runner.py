@@ -8,8 +8,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-
 from lceval import demo, environment, registry
 from lceval.backends.base import Backend, BackendSettings, GenerationRequest, generation_eos
 from lceval.config import RunConfig
@@ -22,11 +20,13 @@ from lceval.model_files import (
     needs_remote_code,
     read_adapter,
     resolve_model,
+    tokenizer_hash,
 )
 from lceval.progress import sample_progress
 from lceval.prompting import hash_ids, hash_text, stop_token_ids
 from lceval.results import SCHEMA_VERSION, RunFolder
 from lceval.task import PromptContext, Sample, Task
+from rich.console import Console
 
 
 def now() -> str:
@@ -150,7 +150,8 @@ def plan(cfg: RunConfig, console: Console) -> Plan:
         "adapter": None if adapter is None else {"spec": cfg.adapter, "path": str(adapter.path),
                                                  "rank": adapter.rank, **adapter_hash},
         "max_length": max_length,
-        "tokenizer": {"chat_template_sha256": hash_text(getattr(tokenizer, "chat_template", None)),
+        "tokenizer": {"sha256": tokenizer_hash(model.path),
+                      "chat_template_sha256": hash_text(getattr(tokenizer, "chat_template", None)),
                       "stop_token_ids": stops, "class": type(tokenizer).__name__},
         "config": cfg.to_dict(),
         "tasks": {t.name: {"version": t.version, "settings": t.settings(), "n_samples": len(samples[t.name])}

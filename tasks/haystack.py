@@ -13,7 +13,6 @@ from importlib import resources
 from pathlib import Path
 
 import yaml
-
 from lceval.errors import UserError
 
 GENERATED = "generated"
@@ -58,7 +57,7 @@ def folder_text(folder: Path) -> str:
     """All .txt files of `folder` in sorted name order (not filesystem order), separated by blank lines."""
     files = sorted(folder.glob("*.txt"))
     if not files:
-        raise UserError(f"haystack folder {folder} holds no .txt files; point needle.haystack at a folder of .txt files.")
+        raise UserError(f"haystack folder {folder} holds no .txt files; point needle.haystack at a folder of them.")
     return "\n\n".join(path.read_text(encoding="utf-8", errors="replace").strip() for path in files)
 
 

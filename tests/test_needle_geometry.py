@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
+import json
 
+import pytest
 from lceval.errors import UserError
 from lceval.prompting import encode, prompt_format, stop_token_ids
 from lceval.task import PromptContext
@@ -161,7 +162,7 @@ def test_missing_haystack_folder_is_a_user_error(tmp_path, ctx):
 def test_dataset_column_haystack(tmp_path, ctx, demo_tokenizer):
     folder = tmp_path / "ds"
     folder.mkdir()
-    (folder / "train.jsonl").write_text("".join('{"text": "Row %d speaks of a quiet lantern."}\n' % i
-                                                for i in range(200)))
+    rows = [json.dumps({"text": f"Row {i} speaks of a quiet lantern."}) for i in range(200)]
+    (folder / "train.jsonl").write_text("\n".join(rows) + "\n")
     _, samples = build(ctx, haystack=f"hf:{folder}:train:text", lengths=[300], depths=[50])
     assert "speaks of a quiet lantern" in demo_tokenizer.decode(samples[0].prompt_ids)

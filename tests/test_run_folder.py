@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-
 from lceval.errors import UserError
 from lceval.plots import grid_from_cells, plot_heatmap, write_needle_heatmaps
 from lceval.results import RunFolder
@@ -69,8 +68,8 @@ def test_heatmap_png_is_an_image_of_sensible_size(tmp_path):
         assert width >= 600 and height >= 400
         pixels = np.asarray(image.convert("RGB")).reshape(-1, 3)
     # The fixed scale: both ends of red -> green appear for a 0..1 grid.
-    assert any((abs(pixels - np.array([0xF0, 0x49, 0x6E])).sum(axis=1) < 20))
-    assert any((abs(pixels - np.array([0x0C, 0xD7, 0x9F])).sum(axis=1) < 20))
+    assert any(abs(pixels - np.array([0xF0, 0x49, 0x6E])).sum(axis=1) < 20)
+    assert any(abs(pixels - np.array([0x0C, 0xD7, 0x9F])).sum(axis=1) < 20)
 
 
 def test_results_json_round_trip(tmp_path):
