@@ -42,7 +42,8 @@ class Plan:
     adapter: AdapterInfo | None
     max_length: int
     tasks: list[Task]
-    samples: dict[str, list[Sample]]
+    samples: dict[str, list[Sample]]  # what this session may run (after --limit)
+    all_ids: dict[str, set[str]]  # every sample of each task (what a complete run holds)
     run: RunFolder
     manifest: dict[str, Any]
 
@@ -124,9 +125,11 @@ def plan(cfg: RunConfig, console: Console) -> Plan:
     stops = stop_token_ids(tokenizer, generation_eos(model.path))
     ctx = PromptContext(tokenizer=tokenizer, window=max_length, stop_token_ids=stops, chat_template=cfg.chat_template)
     samples: dict[str, list[Sample]] = {}
+    all_ids: dict[str, set[str]] = {}
     for task in tasks:
         with console.status(f"building {task.name} samples"):
             built = task.build_samples(ctx)
+        all_ids[task.name] = {s.id for s in built}
         if cfg.limit is not None:
             built = built[: cfg.limit]
         for sample in built:
@@ -154,7 +157,7 @@ def plan(cfg: RunConfig, console: Console) -> Plan:
                       "chat_template_sha256": hash_text(getattr(tokenizer, "chat_template", None)),
                       "stop_token_ids": stops, "class": type(tokenizer).__name__},
         "config": cfg.to_dict(),
-        "tasks": {t.name: {"version": t.version, "settings": t.settings(), "n_samples": len(samples[t.name])}
+        "tasks": {t.name: {"version": t.version, "settings": t.settings(), "n_samples": len(all_ids[t.name])}
                   for t in tasks},
         "fingerprint": fingerprint,
         "software": environment.software(),
@@ -168,7 +171,7 @@ def plan(cfg: RunConfig, console: Console) -> Plan:
             raise UserError(f"run {run.path} was started with different settings: {diff}; "
                             "use a new --run-id rather than mix results.")
         manifest.update(created_at=old["created_at"], sessions=old.get("sessions", []), backend=old.get("backend"))
-    return Plan(cfg, model, adapter, max_length, tasks, samples, run, manifest)
+    return Plan(cfg, model, adapter, max_length, tasks, samples, all_ids, run, manifest)
 
 
 def open_backend(requested: str, settings: BackendSettings, console: Console) -> Backend:
@@ -281,7 +284,7 @@ def finish(p: Plan, console: Console) -> dict[str, Any]:
     results: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "run_id": p.manifest["run_id"], "tasks": {}}
     complete = True
     for task in p.tasks:
-        wanted = {s.id for s in p.samples[task.name]}
+        wanted = p.all_ids[task.name]
         mine = [r for r in records if r["task"] == task.name and r["id"] in wanted]
         complete &= len(mine) == len(wanted)
         results["tasks"][task.name] = {"version": task.version, "n_expected": len(wanted), **task.aggregate(mine)}
