@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from lceval.errors import UserError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -66,7 +67,7 @@ def list_tasks() -> None:
             try:
                 description = getattr(reg.get(name), "description", "") or registry.first_line(reg.get(name).__doc__)
             except UserError as err:
-                description = f"[red]{err}[/]"
+                description = f"[red]{escape(str(err))}[/]"
             table.add_row(kind, name, description)
     Console().print(table)
 
@@ -117,7 +118,7 @@ def main() -> None:
     try:
         app()
     except UserError as err:
-        console.print(f"[bold red]error:[/] {err}", highlight=False)
+        console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False)
         sys.exit(err.exit_code)
     except KeyboardInterrupt:
         console.print("interrupted; rerun with the same --run-id to continue.")

@@ -110,14 +110,7 @@ def plan(cfg: RunConfig, console: Console) -> Plan:
         raise UserError(f"--max-length {max_length} is above the model's window of {window} tokens "
                         "(max_position_embeddings); lower it, or extend the window with --rope-theta.")
     for task in tasks:
-        need = getattr(task, "required_window", lambda: 0)()
-        if need > max_length:
-            raise UserError(f"task {task.name} needs {need} tokens (longest prompt plus answer) but the window is "
-                            f"{max_length}; shorten the task's lengths or raise --max-length.")
-
-    run_id = cfg.run_id or default_run_id(model, adapter, cfg.tasks)
-    run = RunFolder(Path(cfg.out) / run_id)
-    run.ensure_writable()
+        task.check_window(max_length)
 
     from transformers import AutoTokenizer
 
@@ -139,6 +132,9 @@ def plan(cfg: RunConfig, console: Console) -> Plan:
                                 f"{sample.max_new_tokens} tokens, more than the window of {max_length}.")
         samples[task.name] = built
 
+    run_id = cfg.run_id or default_run_id(model, adapter, cfg.tasks)
+    run = RunFolder(Path(cfg.out) / run_id)
+    run.ensure_writable()  # only now: input that fails above leaves no empty run folder behind
     with console.status("hashing the model"):
         model_hash = folder_hash(model.path)
         adapter_hash = folder_hash(adapter.path) if adapter else None

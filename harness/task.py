@@ -52,6 +52,9 @@ class Task(ABC):
         """The resolved settings that change this task's prompts or scores (recorded, and compared on resume)."""
         return dict(self.options)
 
+    def check_window(self, window: int) -> None:  # noqa: B027 - optional hook
+        """Raise a UserError before any work if the task's settings cannot fit a window of `window` tokens."""
+
     @abstractmethod
     def build_samples(self, ctx: PromptContext) -> list[Sample]:
         """All samples of the task for this model, in a stable order with stable ids."""

@@ -155,8 +155,11 @@ class NeedleTask(Task):
         resolved.update(lengths=self.lengths, depths=self.depths)
         return resolved
 
-    def required_window(self) -> int:
-        return max(self.lengths) + self.opts.max_new_tokens
+    def check_window(self, window: int) -> None:
+        longest = self.lengths[-1]
+        if longest + self.opts.max_new_tokens > window:
+            raise UserError(f"needle length {longest} (+{self.opts.max_new_tokens} answer tokens) does not fit the "
+                            f"window of {window} tokens; drop it from the needle lengths or raise --max-length.")
 
     def _haystack(self, tokenizer, n_tokens: int) -> tuple[list[int], list[int]]:
         """At least `n_tokens` haystack ids and the sentence starts among them."""

@@ -137,7 +137,7 @@ CASES = [
     (
         "needle-length-above-window",
         ["-o", "needle.lengths=[4096]", "-o", "needle.depths=[0,50]"],
-        ["needle", "2048"],
+        ["needle length 4096", "2048"],
     ),
     ("needle-length-too-short", ["-o", "needle.lengths=[8]", "-o", "needle.depths=[0]"], ["needle length 8"]),
     ("unknown-needle-option", [*SMALL_GRID, "-o", "needle.bogus_option=1"], ["bogus_option"]),
@@ -261,3 +261,10 @@ def test_model_with_auto_map_needs_trust_remote_code(env, demo_model, tmp_path):
     assert_user_error(proc, str(model), "--trust-remote-code")
     assert snapshot(model) == before
     assert not out.exists(), "a run folder was created for a refused model"
+
+
+def test_refused_fresh_run_leaves_no_run_folder(env, demo_model, tmp_path):
+    proc = lceval(env, "run", "--backend", "hf", "--out", tmp_path / "runs", "--run-id", "fresh",
+                  "-o", "needle.lengths=[8]", "-o", "needle.depths=[0]")
+    assert_user_error(proc, "needle length 8")
+    assert not (tmp_path / "runs" / "fresh").exists()

@@ -119,3 +119,14 @@ def test_quickstart_command_picks_vllm_and_writes_the_heatmap(tmp_path, cli_env,
     assert results["tasks"]["needle"]["n_samples"] == 25
     assert (run_dir / "needle_heatmap_rouge_l_f1.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (run_dir / "needle_heatmap_rouge_l_f1.csv").read_text().startswith("depth_percent,256,512,1024")
+
+
+def test_auto_falls_back_to_hf_when_the_engine_cannot_start(tmp_path, cli_env, lceval_cmd):
+    """A memory share too small for the KV cache makes the real engine fail at start; auto says so and uses hf."""
+    proc = subprocess.run([*lceval_cmd, "run", "--gpu-memory-utilization", "0.001", "-o", "needle.lengths=[256]",
+                           "-o", "needle.depths=[0]", "--out", str(tmp_path), "--run-id", "fb"],
+                          env=cli_env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "the vLLM engine could not start" in proc.stderr and "using hf" in proc.stderr
+    manifest = json.loads((tmp_path / "fb" / "manifest.json").read_text())
+    assert manifest["backend"]["requested"] == "auto" and manifest["backend"]["name"] == "hf"
