@@ -33,9 +33,17 @@ def demo_tokenizer(demo_model):
 
 @pytest.fixture(scope="session")
 def cli_env(lceval_cache) -> dict[str, str]:
+    """Environment of `lceval` subprocesses: the shared cache, offline, and no terminal size.
+
+    Rich sizes its output from COLUMNS; without it the output does not depend on the caller's terminal (CI pipes
+    stderr and has no COLUMNS, which is the case the one-line error checks are about).
+    """
     env = dict(os.environ)
-    env["LCEVAL_CACHE"] = str(lceval_cache)
+    env.update(LCEVAL_CACHE=str(lceval_cache), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1",
+               TOKENIZERS_PARALLELISM="false", PYTHONWARNINGS="ignore")
     env.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    env.pop("COLUMNS", None)
+    env.pop("LINES", None)
     return env
 
 

@@ -8,7 +8,6 @@ them starts an engine except the one real run that the resume-mismatch cases com
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -23,23 +22,8 @@ SMALL_GRID = ["-o", "needle.lengths=[256]", "-o", "needle.depths=[0,50]"]
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory) -> dict[str, str]:
-    """Subprocess env: a shared LCEVAL_CACHE (the demo model is built once), offline, no COLUMNS."""
-    cache = os.environ.get("LCEVAL_CACHE") or str(tmp_path_factory.getbasetemp() / "lceval-cache")
-    environ = dict(os.environ)
-    environ.update(
-        LCEVAL_CACHE=cache,
-        HF_HUB_OFFLINE="1",
-        TRANSFORMERS_OFFLINE="1",
-        HF_DATASETS_OFFLINE="1",
-        TOKENIZERS_PARALLELISM="false",
-        PYTHONWARNINGS="ignore",
-    )
-    # Rich sizes its output from COLUMNS; drop it so that the result does not depend on the caller's terminal
-    # (CI pipes stderr and has no COLUMNS: that is the case the one-line check is about).
-    environ.pop("COLUMNS", None)
-    environ.pop("LINES", None)
-    return environ
+def env(cli_env) -> dict[str, str]:
+    return cli_env
 
 
 @pytest.fixture(scope="module")

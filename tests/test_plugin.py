@@ -7,7 +7,6 @@ into the real environment) and made visible to `lceval` subprocesses through PYT
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -109,18 +108,9 @@ def _write_package(root: Path, name: str, source: str, entry_points: dict[str, d
 
 
 @pytest.fixture(scope="module")
-def base_env(tmp_path_factory) -> dict[str, str]:
-    """Subprocess environment: a shared LCEVAL_CACHE (so the demo model is built once), offline."""
-    cache = os.environ.get("LCEVAL_CACHE") or str(tmp_path_factory.getbasetemp() / "lceval-cache")
-    environ = dict(os.environ)
-    environ.update(
-        LCEVAL_CACHE=cache,
-        HF_HUB_OFFLINE="1",
-        TRANSFORMERS_OFFLINE="1",
-        HF_DATASETS_OFFLINE="1",
-        TOKENIZERS_PARALLELISM="false",
-        PYTHONWARNINGS="ignore",
-    )
+def base_env(cli_env) -> dict[str, str]:
+    """The shared subprocess environment, without any PYTHONPATH of the caller."""
+    environ = dict(cli_env)
     environ.pop("PYTHONPATH", None)
     return environ
 

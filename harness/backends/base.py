@@ -44,23 +44,15 @@ class Backend(ABC):
     """Subclasses register with `@backends.register(name)` and take a BackendSettings."""
 
     name: str = ""
+    tokenizer: Any = None  # the model's own tokenizer, set by the subclass
 
     def __init__(self, settings: BackendSettings):
         self.settings = settings
 
     @property
-    @abstractmethod
-    def tokenizer(self) -> Any: ...
-
-    @property
     def window(self) -> int:
         """Most tokens (prompt plus generation) one request may hold."""
         return self.settings.max_length
-
-    @property
-    def eos_token_ids(self) -> list[int]:
-        """End ids from the model's generation config (Llama-3 has two), for the stop set."""
-        return []
 
     @abstractmethod
     def generate(self, requests: Sequence[GenerationRequest]) -> Iterator[tuple[int, Generation]]:

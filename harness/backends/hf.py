@@ -43,7 +43,7 @@ class HFBackend(Backend):
         config = AutoConfig.from_pretrained(path, trust_remote_code=settings.trust_remote_code)
         for key, value in rope_overrides(config, settings.rope_theta, settings.max_length, model_window(path)).items():
             setattr(config, key, value)
-        self._tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=settings.trust_remote_code)
+        self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=settings.trust_remote_code)
         self._dtype = _torch_dtype(settings.dtype, config)
         torch.manual_seed(settings.seed)
         model = AutoModelForCausalLM.from_pretrained(
@@ -58,17 +58,9 @@ class HFBackend(Backend):
 
             model = PeftModel.from_pretrained(model, settings.adapter_path)
         self.model = model.eval()
-        self._eos = generation_eos(path)
-        pad = self._tokenizer.pad_token_id
-        self._pad_id = pad if pad is not None else (self._eos[0] if self._eos else 0)
-
-    @property
-    def tokenizer(self):
-        return self._tokenizer
-
-    @property
-    def eos_token_ids(self) -> list[int]:
-        return list(self._eos)
+        pad = self.tokenizer.pad_token_id
+        eos = generation_eos(path)
+        self._pad_id = pad if pad is not None else (eos[0] if eos else 0)
 
     def generate(self, requests: Sequence[GenerationRequest]) -> Iterator[tuple[int, Generation]]:
         groups: dict[tuple, list[int]] = defaultdict(list)
@@ -103,7 +95,7 @@ class HFBackend(Backend):
         results = []
         for row in out[:, width:].tolist():
             ids, reason = cut_at_stop(row, stops)
-            results.append(Generation(ids, decode(self._tokenizer, ids), reason))
+            results.append(Generation(ids, decode(self.tokenizer, ids), reason))
         return results
 
     def identity(self) -> dict[str, Any]:

@@ -11,7 +11,6 @@ from lceval.backends.base import (
     GenerationRequest,
     cut_at_stop,
     decode,
-    generation_eos,
     rope_overrides,
 )
 from lceval.errors import UserError
@@ -69,21 +68,12 @@ class VLLMBackend(Backend):
             kwargs.update(enable_lora=True, max_loras=1, max_lora_rank=max(settings.adapter_rank or 8, 8))
         self._kwargs = kwargs
         self.llm = vllm.LLM(**kwargs)
-        self._tokenizer = self.llm.get_tokenizer()
-        self._eos = generation_eos(path)
+        self.tokenizer = self.llm.get_tokenizer()
         self._lora = None
         if settings.adapter_path is not None:
             from vllm.lora.request import LoRARequest
 
             self._lora = LoRARequest("adapter", 1, str(settings.adapter_path))
-
-    @property
-    def tokenizer(self):
-        return self._tokenizer
-
-    @property
-    def eos_token_ids(self) -> list[int]:
-        return list(self._eos)
 
     def generate(self, requests: Sequence[GenerationRequest]) -> Iterator[tuple[int, Generation]]:
         from vllm import SamplingParams, TokensPrompt
@@ -108,7 +98,7 @@ class VLLMBackend(Backend):
                         index = pending.pop(output.request_id)
                         completion = output.outputs[0]
                         ids, reason = cut_at_stop(list(completion.token_ids), requests[index].stop_token_ids)
-                        yield index, Generation(ids, decode(self._tokenizer, ids), reason)
+                        yield index, Generation(ids, decode(self.tokenizer, ids), reason)
         finally:
             if pending:  # the consumer stopped early (an error or Ctrl-C): drop what is still queued
                 engine.abort_request(list(pending))
