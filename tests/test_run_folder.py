@@ -76,3 +76,27 @@ def test_results_json_round_trip(tmp_path):
     run = RunFolder(tmp_path)
     run.write_results({"tasks": {"x": {"metrics": {"m": 1.0}}}})
     assert json.loads(run.results_path.read_text())["tasks"]["x"]["metrics"]["m"] == 1.0
+
+
+def test_hub_id_resolves_through_a_local_hub_cache(tmp_path, demo_model, monkeypatch):
+    """The real hub-loading path (snapshot_download), served offline from a hub cache laid out on disk."""
+    import shutil
+
+    from lceval.model_files import resolve_model
+
+    repo = tmp_path / "hub" / "models--lceval--tiny-llama"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    shutil.copytree(demo_model, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    import huggingface_hub.constants as hub_constants
+
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    ref = resolve_model("lceval/tiny-llama")
+    assert ref.path == repo / "snapshots" / commit and (ref.path / "config.json").exists()
+    assert ref.revision == commit  # recorded in the manifest
+    with pytest.raises(UserError, match="could not be fetched from the hub"):
+        resolve_model("lceval/not-there")
