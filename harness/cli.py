@@ -98,6 +98,30 @@ def heatmap(
         console.print(f"wrote {path}")
 
 
+@app.command()
+def score(
+    benchmark: Annotated[str, typer.Argument(help="longbench or infinitebench")],
+    pred_dir: Annotated[Path, typer.Option(help="Folder of the benchmark's official prediction files.")],
+    e: Annotated[bool, typer.Option("--e", help="LongBench-E: scores by length bucket.")] = False,
+    scorer: Annotated[str, typer.Option(help="InfiniteBench scorer: v-a (June 2024) or v-b (August 2024).")] = "v-a",
+) -> None:
+    """Re-score official prediction files offline, writing the result file the official scorer writes."""
+    import json
+
+    if benchmark == "longbench":
+        from lceval.tasks.longbench_metrics import score_pred_dir as score_longbench
+
+        result, path = score_longbench(pred_dir, e=e)
+    elif benchmark == "infinitebench":
+        from lceval.tasks.infinitebench_metrics import score_pred_dir as score_infinitebench
+
+        result, path = score_infinitebench(pred_dir, scorer=scorer)
+    else:
+        raise UserError(f"unknown benchmark {benchmark!r} for lceval score; use longbench or infinitebench.")
+    print(json.dumps(result, ensure_ascii=False, indent=4))
+    console.print(f"wrote {path}")
+
+
 def _print_results(run_dir: Path) -> None:
     from lceval.results import RunFolder
 
