@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from lceval.errors import UserError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+from lceval.errors import UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Evaluate long-context language models: needle, LongBench, InfiniteBench and more.")

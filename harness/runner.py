@@ -8,6 +8,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+
 from lceval import demo, environment, registry
 from lceval.backends.base import Backend, BackendSettings, GenerationRequest, generation_eos
 from lceval.config import RunConfig
@@ -26,7 +28,6 @@ from lceval.progress import sample_progress
 from lceval.prompting import hash_ids, hash_text, stop_token_ids
 from lceval.results import SCHEMA_VERSION, RunFolder
 from lceval.task import PromptContext, Sample, Task
-from rich.console import Console
 
 
 def now() -> str:
@@ -250,7 +251,8 @@ def _generate(backend: Backend, todo: list[tuple[Task, Sample]], run: RunFolder,
     with run.open_for_append() as handle, sample_progress(console) as progress:
         for name, items in by_task.items():
             bar = progress.add_task(f"{name} on {backend.name}", total=len(items))
-            requests = [GenerationRequest(s.prompt_ids, s.max_new_tokens, tuple(s.stop_token_ids)) for _, s in items]
+            requests = [GenerationRequest(s.prompt_ids, s.max_new_tokens, tuple(s.stop_token_ids), s.min_new_tokens)
+                        for _, s in items]
             started = time.monotonic()
             for index, generation in backend.generate(requests):
                 task, sample = items[index]

@@ -19,7 +19,8 @@ class Sample:
     max_new_tokens: int
     target: Any
     meta: dict[str, Any] = field(default_factory=dict)
-    stop_token_ids: list[int] = field(default_factory=list)
+    stop_token_ids: list[int] = field(default_factory=list)  # empty: the model's own end tokens
+    min_new_tokens: int = 0  # stop ids are ignored before this many new tokens (LongBench's samsum)
 
 
 @dataclass

@@ -13,6 +13,7 @@ from importlib import resources
 from pathlib import Path
 
 import yaml
+
 from lceval.errors import UserError
 
 GENERATED = "generated"

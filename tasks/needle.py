@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import yaml
+
 from lceval.errors import UserError
 from lceval.metrics import rouge_l_f1, substring_match
 from lceval.prompting import encode

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from lceval.backends.base import BackendSettings, GenerationRequest
 from lceval.backends.hf import HFBackend
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from lceval.errors import UserError
 from lceval.prompting import encode, prompt_format, stop_token_ids
 from lceval.task import PromptContext

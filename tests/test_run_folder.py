@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+
 from lceval.errors import UserError
 from lceval.plots import grid_from_cells, plot_heatmap, write_needle_heatmaps
 from lceval.results import RunFolder

@@ -6,6 +6,7 @@ import json
 import subprocess
 
 import pytest
+
 from lceval.backends.base import BackendSettings, GenerationRequest
 from lceval.config import RunConfig
 from lceval.runner import execute

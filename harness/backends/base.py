@@ -31,6 +31,7 @@ class GenerationRequest:
     prompt_ids: list[int]
     max_new_tokens: int
     stop_token_ids: tuple[int, ...] = ()
+    min_new_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -83,11 +84,11 @@ def decode(tokenizer, token_ids: list[int]) -> str:
     return tokenizer.decode(token_ids, skip_special_tokens=True)
 
 
-def cut_at_stop(token_ids: list[int], stop_ids: Sequence[int]) -> tuple[list[int], str]:
-    """Tokens up to (not including) the first stop id, and why generation ended."""
+def cut_at_stop(token_ids: list[int], stop_ids: Sequence[int], min_new_tokens: int = 0) -> tuple[list[int], str]:
+    """Tokens up to (not including) the first stop id at or after `min_new_tokens`, and why generation ended."""
     stops = set(stop_ids)
-    for i, token_id in enumerate(token_ids):
-        if token_id in stops:
+    for i in range(min_new_tokens, len(token_ids)):
+        if token_ids[i] in stops:
             return token_ids[:i], "stop"
     return token_ids, "length"
 

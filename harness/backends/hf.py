@@ -65,16 +65,17 @@ class HFBackend(Backend):
     def generate(self, requests: Sequence[GenerationRequest]) -> Iterator[tuple[int, Generation]]:
         groups: dict[tuple, list[int]] = defaultdict(list)
         for index, request in enumerate(requests):
-            groups[(request.max_new_tokens, tuple(request.stop_token_ids))].append(index)
-        for (max_new, stops), indices in groups.items():
+            groups[(request.max_new_tokens, tuple(request.stop_token_ids), request.min_new_tokens)].append(index)
+        for (max_new, stops, min_new), indices in groups.items():
             # Longest first, so that a batch holds prompts of similar length and padding stays small.
             indices.sort(key=lambda i: -len(requests[i].prompt_ids))
             for start in range(0, len(indices), self.settings.batch_size):
                 batch = indices[start : start + self.settings.batch_size]
-                outputs = self._generate_batch([requests[i].prompt_ids for i in batch], max_new, stops)
+                outputs = self._generate_batch([requests[i].prompt_ids for i in batch], max_new, stops, min_new)
                 yield from zip(batch, outputs, strict=True)
 
-    def _generate_batch(self, prompts: list[list[int]], max_new: int, stops: tuple[int, ...]) -> list[Generation]:
+    def _generate_batch(self, prompts: list[list[int]], max_new: int, stops: tuple[int, ...],
+                        min_new: int) -> list[Generation]:
         import torch
         from transformers import GenerationConfig
 
@@ -87,6 +88,7 @@ class HFBackend(Backend):
         config = GenerationConfig(
             do_sample=False,
             max_new_tokens=max_new,
+            min_new_tokens=min_new or None,
             eos_token_id=list(stops) or None,
             pad_token_id=self._pad_id,
         )
@@ -94,7 +96,7 @@ class HFBackend(Backend):
             out = self.model.generate(input_ids=input_ids, attention_mask=attention, generation_config=config)
         results = []
         for row in out[:, width:].tolist():
-            ids, reason = cut_at_stop(row, stops)
+            ids, reason = cut_at_stop(row, stops, min_new)
             results.append(Generation(ids, decode(self.tokenizer, ids), reason))
         return results
 

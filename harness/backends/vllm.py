@@ -84,6 +84,7 @@ class VLLMBackend(Backend):
             params = SamplingParams(
                 temperature=0.0,
                 max_tokens=request.max_new_tokens,
+                min_tokens=request.min_new_tokens,
                 stop_token_ids=list(request.stop_token_ids),
                 detokenize=False,  # one decoding rule for every backend: base.decode
             )
@@ -97,7 +98,8 @@ class VLLMBackend(Backend):
                     if output.finished and output.request_id in pending:
                         index = pending.pop(output.request_id)
                         completion = output.outputs[0]
-                        ids, reason = cut_at_stop(list(completion.token_ids), requests[index].stop_token_ids)
+                        ids, reason = cut_at_stop(list(completion.token_ids), requests[index].stop_token_ids,
+                                                  requests[index].min_new_tokens)
                         yield index, Generation(ids, decode(self.tokenizer, ids), reason)
         finally:
             if pending:  # the consumer stopped early (an error or Ctrl-C): drop what is still queued
