@@ -1,0 +1,182 @@
+"""InfiniteBench (12 tasks), following the official create_prompt / truncation / scoring.
+
+Prompt families: `chat` (the official gpt4 templates, wrapped in the model's chat template) and `base` (the
+yarn_mistral templates, completion style, no chat template), chosen by -o infinitebench.template=chat|base.
+The formatted prompt is middle-truncated to `max_length` tokens (BOS counted); generation is greedy with each
+task's official length, cut to what the window leaves. Scoring is lceval.tasks.infinitebench_metrics with the
+scorer version (`v-a`, the June 2024 snapshot behind the published table, or `v-b`, August 2024) recorded.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import numpy as np
+
+from lceval.errors import UserError
+from lceval.prompting import bos_ids, encode, middle_truncate
+from lceval.registry import tasks
+from lceval.task import PromptContext, Sample, Task
+from lceval.tasks import infinitebench_metrics
+from lceval.tasks.benchmark_data import hub_file, locate, read_jsonl, spec
+
+HUB_REPO = "xinrongzhang2022/InfiniteBench"
+FAMILIES = {"chat": "gpt4", "base": "yarn_mistral"}
+TEMPLATE_ROOM = 100  # tokens left for the chat template around the truncated prompt
+
+
+def tasks_spec() -> dict[str, dict[str, Any]]:
+    return spec("infinitebench_spec")
+
+
+@dataclass
+class InfiniteBenchOptions:
+    tasks: list[str] | None = None
+    template: str = "chat"  # chat (the official gpt4 templates) or base (the yarn_mistral ones)
+    chat_template: bool | None = None  # wrap in the model's chat template; default: for the chat family only
+    scorer: str = "v-a"
+    data_dir: str | None = None  # a folder of the official <task>.jsonl files; default: bundled samples
+    hub: bool = False
+    revision: str | None = None
+    max_length: int | None = None  # truncation length; default: the window less the answer and template room
+
+    @classmethod
+    def from_dict(cls, options: dict[str, Any]) -> InfiniteBenchOptions:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise UserError(f"unknown infinitebench option {unknown[0]!r}; known options: {', '.join(sorted(known))}.")
+        opts = cls(**options)
+        if opts.template not in FAMILIES:
+            raise UserError(f"infinitebench.template {opts.template!r} must be 'chat' or 'base'.")
+        if opts.scorer not in infinitebench_metrics.SCORERS:
+            choices = ", ".join(infinitebench_metrics.SCORERS)
+            raise UserError(f"infinitebench.scorer {opts.scorer!r} must be one of {choices}.")
+        bad = [t for t in opts.tasks or [] if t not in tasks_spec()]
+        if bad:
+            raise UserError(f"unknown InfiniteBench task {bad[0]!r}; tasks: {', '.join(tasks_spec())}.")
+        return opts
+
+
+def ground_truth(task: str, row: dict[str, Any]) -> Any:
+    """The label the official scorer compares with: [option text, letter] for the choice tasks, else the answer."""
+    answer = row["answer"]
+    if task not in ("code_debug", "longbook_choice_eng"):
+        return answer
+    if isinstance(answer, list) and len(answer) == 2 and answer[1] in "ABCD":
+        return answer
+    text = answer[0] if isinstance(answer, list) else answer
+    return [text, "ABCD"[row["options"].index(text)]]
+
+
+def template_fields(task: str, row: dict[str, Any]) -> dict[str, str]:
+    """Everything the official create_prompt passes to str.format for this task."""
+    values = {"context": row["context"], "input": row["input"], "question": row["input"]}
+    for letter, option in zip("ABCD", row.get("options") or [], strict=False):
+        values[f"OPTION_{letter}"] = option
+    if task == "code_run":
+        calls = re.findall(r"func_[0-9]+\(\-?[0-9]+\)", row["input"])
+        if not calls:
+            raise UserError(f"code_run item {row.get('id')} has no func_N(x) call in its input.")
+        values.update(func_call=calls[0], func=calls[0].split("(")[0])
+    if task == "math_find":
+        found = re.findall(r"The .+ of", row["input"])
+        if not found:
+            raise UserError(f"math_find item {row.get('id')} input does not ask for 'The ... of'.")
+        values["prefix"] = f"What is {found[0].lower()[:-3]} in the following list?"
+    return values
+
+
+class InfiniteBenchTask(Task):
+    name = "infinitebench"
+    version = "1"
+    description = "InfiniteBench (12 tasks), official chat/base templates, middle truncation, v-a/v-b scorers."
+
+    def __init__(self, options: dict[str, Any] | None = None):
+        super().__init__(options)
+        self.opts = InfiniteBenchOptions.from_dict(self.options)
+        self.task_names = self.opts.tasks or list(tasks_spec())
+        self.revision: str | None = None
+
+    def settings(self) -> dict[str, Any]:
+        return {**asdict(self.opts), "tasks": self.task_names}
+
+    def _limit(self, window: int, task: str) -> int:
+        return self.opts.max_length or window - min(tasks_spec()[task]["maxlen"], window // 4) - TEMPLATE_ROOM
+
+    def _rows(self, task: str) -> list[dict[str, Any]]:
+        filename = f"{task}.jsonl"
+        if self.opts.hub and self.opts.data_dir is None:
+            path, self.revision = hub_file(HUB_REPO, filename, self.opts.revision)
+        else:
+            path = locate("infinitebench", filename, self.opts.data_dir)
+        return read_jsonl(path, ("context", "input", "answer"))
+
+    def build_samples(self, ctx: PromptContext) -> list[Sample]:
+        family = FAMILIES[self.opts.template]
+        n_bos = len(bos_ids(ctx.tokenizer))
+        samples = []
+        for task in self.task_names:
+            info = tasks_spec()[task]
+            system = None
+            template = info["prompt_by_model_family"][family]
+            if family == "gpt4" and task == "math_calc":  # the official GPT-4 run sends the raw context
+                template, system = "{context}", spec("infinitebench_meta")["gpt4_math_calc_system"]
+            wrap = self.opts.chat_template if self.opts.chat_template is not None else self.opts.template == "chat"
+            turn = ctx.user_turn(system, chat=wrap)
+            limit = self._limit(ctx.window, task)
+            for index, row in enumerate(self._rows(task)):
+                content = encode(ctx.tokenizer, template.format(**template_fields(task, row)))
+                kept = middle_truncate(content, limit, n_bos)
+                prompt = turn.wrap(kept)
+                budget = min(info["maxlen"], ctx.window - len(prompt))
+                if budget < 1:
+                    raise UserError(f"infinitebench {task}: max_length {limit} leaves no room for the answer in the "
+                                    f"window of {ctx.window}; lower -o {self.name}.max_length.")
+                samples.append(Sample(
+                    id=f"{task}/{row.get('id', index)}",
+                    prompt_ids=prompt,
+                    max_new_tokens=budget,
+                    target={"ground_truth": ground_truth(task, row)},
+                    meta={"task": task, "truncated": len(kept) < len(content), "prompt_tokens": len(prompt),
+                          "answer_budget_cut": budget < info["maxlen"]},
+                ))
+        return samples
+
+    def score(self, sample: Sample, output: str) -> dict[str, float]:
+        task = sample.meta["task"]
+        value = infinitebench_metrics.score_sample(task, output, sample.target["ground_truth"], scorer=self.opts.scorer)
+        return {"score": float(value)}
+
+    def aggregate(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        by_task: dict[str, list[float]] = {}
+        for record in records:
+            by_task.setdefault(record["meta"]["task"], []).append(record["scores"]["score"])
+        scores = {t: round(100 * float(np.mean(v)), 2) for t, v in sorted(by_task.items())}
+        result: dict[str, Any] = {"n_samples": len(records), "scorer": self.opts.scorer, "by_task": scores}
+        if scores:
+            result["metrics"] = {"average_over_tasks": round(float(np.mean(list(scores.values()))), 2)}
+        if self.revision:
+            result["data_revision"] = self.revision
+        return result
+
+
+def _register(name: str, description: str, **preset: Any) -> None:
+    def factory(options: dict[str, Any] | None = None) -> InfiniteBenchTask:
+        task = InfiniteBenchTask({**preset, **(options or {})})
+        task.name = name
+        return task
+
+    factory.description = description
+    tasks.register(name)(factory)
+
+
+_register("infinitebench", InfiniteBenchTask.description)
+for _task, _info in tasks_spec().items():
+    _register(f"infinitebench/{_task}", f"InfiniteBench {_info['display_name']} ({_task}).", tasks=[_task])
+# The seed paper's preset: LongBookQA-Eng and LongBookSum-Eng truncated to 80,000 tokens, with the yarn_mistral
+# (base) templates inside the model's chat template, as its eval_infbench.py ran them.
+_register("infinitebench-paper", "The seed paper's InfiniteBench setting (En.QA and En.Sum at 80,000 tokens).",
+          tasks=["longbook_qa_eng", "longbook_sum_eng"], max_length=80000, template="base", chat_template=True)

@@ -1,0 +1,197 @@
+"""LongBench v1 and LongBench-E, following the official pred.py / eval.py pipeline.
+
+Per item: the dataset's template filled with the item; middle truncation of the formatted prompt to
+`max_length` tokens of the model's tokenizer (BOS counted, first and last half kept); the chat template after
+truncation except for the completion-style datasets; greedy decoding with the dataset's maxlen (samsum stops at
+a newline after at least one token); the raw output is scored by lceval.tasks.longbench_metrics, which also
+takes the first line for trec, triviaqa, samsum and lsht as eval.py does. Scores are round(100 * mean, 2).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import numpy as np
+
+from lceval.errors import UserError
+from lceval.prompting import bos_ids, encode, middle_truncate
+from lceval.registry import tasks
+from lceval.task import PromptContext, Sample, Task
+from lceval.tasks import longbench_metrics
+from lceval.tasks.benchmark_data import hub_file, locate, read_jsonl, spec
+
+HUB_REPO = "THUDM/LongBench"
+FIELDS = ("input", "context", "answers", "length", "all_classes")
+# Room the official model2maxlen leaves between the truncation length and the window (3500 for 4K, 31500 for 32K).
+WINDOW_MARGIN = 500
+CATEGORY_SLUGS = {
+    "Single-Document QA": "single-doc-qa",
+    "Multi-Document QA": "multi-doc-qa",
+    "Summarization": "summarization",
+    "Few-shot Learning": "few-shot",
+    "Synthetic Task": "synthetic",
+    "Code Completion": "code",
+}
+
+
+def datasets_spec() -> dict[str, dict[str, Any]]:
+    return spec("longbench_spec")
+
+
+@dataclass
+class LongBenchOptions:
+    datasets: list[str] = field(default_factory=list)
+    e: bool = False  # LongBench-E: the <name>_e files, scored by length bucket
+    data_dir: str | None = None  # official data.zip layout (data/<name>.jsonl) or a flat folder; default: bundled
+    hub: bool = False  # fetch data.zip from the hub instead of the bundled samples
+    revision: str | None = None  # hub revision of the dataset repo (recorded in the results either way)
+    max_length: int | None = None  # truncation length; default: the window minus 500
+    chat_template: bool = True
+
+    @classmethod
+    def from_dict(cls, options: dict[str, Any]) -> LongBenchOptions:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise UserError(f"unknown longbench option {unknown[0]!r}; known options: {', '.join(sorted(known))}.")
+        opts = cls(**options)
+        bad = [d for d in opts.datasets if d not in datasets_spec()]
+        if bad:
+            raise UserError(f"unknown LongBench dataset {bad[0]!r}; datasets: {', '.join(datasets_spec())}.")
+        return opts
+
+
+class LongBenchTask(Task):
+    name = "longbench"
+    version = "1"
+    description = "LongBench v1 (21 datasets), official prompts, middle truncation and metrics."
+
+    def __init__(self, options: dict[str, Any] | None = None):
+        super().__init__(options)
+        self.opts = LongBenchOptions.from_dict(self.options)
+        if not self.opts.datasets:
+            self.opts.datasets = list(datasets_spec())
+        if self.opts.e:
+            outside = [d for d in self.opts.datasets if not datasets_spec()[d].get("in_longbench_e")]
+            if outside:
+                raise UserError(f"LongBench-E has no dataset {outside[0]!r}.")
+        self.revision: str | None = None
+
+    def settings(self) -> dict[str, Any]:
+        return asdict(self.opts)
+
+    def _truncation_length(self, window: int) -> int:
+        return self.opts.max_length or window - WINDOW_MARGIN
+
+    def check_window(self, window: int) -> None:
+        longest = self._truncation_length(window) + max(datasets_spec()[d]["maxlen"] for d in self.opts.datasets)
+        if longest > window:
+            raise UserError(f"longbench max_length {self._truncation_length(window)} plus the longest answer does not "
+                            f"fit the window of {window} tokens; lower -o {self.name}.max_length.")
+
+    def _rows(self, dataset: str) -> list[dict[str, Any]]:
+        filename = f"{dataset}_e.jsonl" if self.opts.e else f"{dataset}.jsonl"
+        if self.opts.hub and self.opts.data_dir is None:
+            archive, self.revision = hub_file(HUB_REPO, "data.zip", self.opts.revision)
+            with zipfile.ZipFile(archive) as zipped:
+                member = f"data/{filename}"
+                if member not in zipped.namelist():
+                    raise UserError(f"{archive} has no {member}; is it LongBench's data.zip?")
+                text = zipped.read(member).decode("utf-8")
+            return [json.loads(line) for line in io.StringIO(text) if line.strip()]
+        return read_jsonl(locate("longbench", filename, self.opts.data_dir), FIELDS)
+
+    def build_samples(self, ctx: PromptContext) -> list[Sample]:
+        meta = spec("longbench_meta")
+        no_chat = set(meta["no_chat_template_datasets"])
+        limit = self._truncation_length(ctx.window)
+        n_bos = len(bos_ids(ctx.tokenizer))
+        newline = encode(ctx.tokenizer, "\n")[-1]
+        samples = []
+        for dataset in self.opts.datasets:
+            info = datasets_spec()[dataset]
+            turn = ctx.user_turn(chat=self.opts.chat_template and dataset not in no_chat)
+            for index, row in enumerate(self._rows(dataset)):
+                content = encode(ctx.tokenizer, info["prompt"].format(**row))
+                kept = middle_truncate(content, limit, n_bos)
+                stops = [*ctx.stop_token_ids, newline] if dataset == "samsum" else []
+                samples.append(Sample(
+                    id=f"{dataset}/{row.get('_id', index)}",
+                    prompt_ids=turn.wrap(kept),
+                    max_new_tokens=info["maxlen"],
+                    min_new_tokens=1 if dataset == "samsum" else 0,
+                    stop_token_ids=stops,
+                    target={"answers": row["answers"], "all_classes": row.get("all_classes")},
+                    meta={"dataset": dataset, "length": row["length"], "category": info["category"],
+                          "language": info["language"], "truncated": len(kept) < len(content),
+                          "prompt_tokens": len(kept) + turn.overhead},
+                ))
+        return samples
+
+    def score(self, sample: Sample, output: str) -> dict[str, float]:
+        dataset = sample.meta["dataset"]
+        value = longbench_metrics.score_sample(dataset, output, sample.target["answers"], sample.target["all_classes"])
+        return {"score": value}
+
+    def aggregate(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        by_dataset: dict[str, list[dict[str, Any]]] = {}
+        for record in records:
+            by_dataset.setdefault(record["meta"]["dataset"], []).append(record)
+        scores = {d: round(100 * sum(r["scores"]["score"] for r in rs) / len(rs), 2)
+                  for d, rs in sorted(by_dataset.items())}
+        result: dict[str, Any] = {"n_samples": len(records), "by_dataset": scores}
+        if scores:
+            result.update(longbench_metrics.average(scores))
+        if self.opts.e:
+            result["by_dataset_bucket"] = {d: _buckets(rs) for d, rs in sorted(by_dataset.items())}
+        if self.revision:
+            result["data_revision"] = self.revision
+        return result
+
+
+def _buckets(records: list[dict[str, Any]]) -> dict[str, float]:
+    """LongBench-E: round(100 * mean) per bucket of the official `length` field (nan for an empty bucket)."""
+    buckets: dict[str, list[float]] = {"0-4k": [], "4-8k": [], "8k+": []}
+    for record in records:
+        length = record["meta"]["length"]
+        key = "0-4k" if length < 4000 else "4-8k" if length < 8000 else "8k+"
+        buckets[key].append(record["scores"]["score"])
+    return {k: round(100 * float(np.mean(v)), 2) if v else float("nan") for k, v in buckets.items()}
+
+
+def _register(name: str, description: str, **preset: Any) -> None:
+    def factory(options: dict[str, Any] | None = None) -> LongBenchTask:
+        task = LongBenchTask({**preset, **(options or {})})
+        task.name = name
+        return task
+
+    factory.description = description
+    tasks.register(name)(factory)
+
+
+def _register_all() -> None:
+    every = datasets_spec()
+    _register("longbench", LongBenchTask.description)
+    _register("longbench-e", "LongBench-E: its 13 datasets scored by length bucket (0-4k, 4-8k, 8k+).",
+              datasets=[d for d, s in every.items() if s.get("in_longbench_e")], e=True)
+    _register("longbench-en", "LongBench's English and code datasets.",
+              datasets=[d for d, s in every.items() if s["language"] != "zh"])
+    _register("longbench-zh", "LongBench's Chinese datasets.",
+              datasets=[d for d, s in every.items() if s["language"] == "zh"])
+    for category, slug in CATEGORY_SLUGS.items():
+        members = [d for d, s in every.items() if s["category"] == category]
+        _register(f"longbench-{slug}", f"LongBench {category}: {', '.join(members)}.", datasets=members)
+    for dataset, info in every.items():
+        _register(f"longbench/{dataset}", f"LongBench {dataset} ({info['category']}, {info['metric']}).",
+                  datasets=[dataset])
+    # The seed paper's setting: its English datasets, truncated at 31,500 tokens (the 80K model; use
+    # -o longbench-paper.max_length=7500 for an 8K model); Llama-3's two stop tokens come from the model.
+    _register("longbench-paper", "The seed paper's LongBench setting (English datasets, truncation 31,500).",
+              datasets=[d for d, s in every.items() if s["language"] != "zh"], max_length=31500)
+
+
+_register_all()
