@@ -180,3 +180,23 @@ for _task, _info in tasks_spec().items():
 # (base) templates inside the model's chat template, as its eval_infbench.py ran them.
 _register("infinitebench-paper", "The seed paper's InfiniteBench setting (En.QA and En.Sum at 80,000 tokens).",
           tasks=["longbook_qa_eng", "longbook_sum_eng"], max_length=80000, template="base", chat_template=True)
+
+
+def write_prediction_files(records: list[dict[str, Any]], out_dir) -> list:
+    """The run's records as official InfiniteBench prediction files (preds_<task>.jsonl: id, prediction,
+    ground_truth), for the official compute_scores.py or `lceval score infinitebench`."""
+    import json
+    from pathlib import Path
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for task in sorted({r["meta"]["task"] for r in records}):
+        path = out / f"preds_{task}.jsonl"
+        with path.open("w", encoding="utf-8") as handle:
+            for r in (r for r in records if r["meta"]["task"] == task):
+                line = {"id": r["id"].split("/", 1)[1], "prediction": r["output"],
+                        "ground_truth": r["target"]["ground_truth"]}
+                handle.write(json.dumps(line, ensure_ascii=False) + "\n")
+        written.append(path)
+    return written

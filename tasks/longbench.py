@@ -15,8 +15,6 @@ import zipfile
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-import numpy as np
-
 from lceval.errors import UserError
 from lceval.prompting import bos_ids, encode, middle_truncate
 from lceval.registry import tasks
@@ -26,8 +24,10 @@ from lceval.tasks.benchmark_data import hub_file, locate, read_jsonl, spec
 
 HUB_REPO = "THUDM/LongBench"
 FIELDS = ("input", "context", "answers", "length", "all_classes")
-# Room the official model2maxlen leaves between the truncation length and the window (3500 for 4K, 31500 for 32K).
+# Room the official model2maxlen leaves between the truncation length and the window (3500 for 4K, 31500 for 32K),
+# widened where the longest answer and the chat template need more.
 WINDOW_MARGIN = 500
+TEMPLATE_ROOM = 100
 CATEGORY_SLUGS = {
     "Single-Document QA": "single-doc-qa",
     "Multi-Document QA": "multi-doc-qa",
@@ -85,7 +85,8 @@ class LongBenchTask(Task):
         return asdict(self.opts)
 
     def _truncation_length(self, window: int) -> int:
-        return self.opts.max_length or window - WINDOW_MARGIN
+        longest_answer = max(datasets_spec()[d]["maxlen"] for d in self.opts.datasets)
+        return self.opts.max_length or window - max(WINDOW_MARGIN, longest_answer + TEMPLATE_ROOM)
 
     def check_window(self, window: int) -> None:
         longest = self._truncation_length(window) + max(datasets_spec()[d]["maxlen"] for d in self.opts.datasets)
@@ -141,26 +142,19 @@ class LongBenchTask(Task):
         by_dataset: dict[str, list[dict[str, Any]]] = {}
         for record in records:
             by_dataset.setdefault(record["meta"]["dataset"], []).append(record)
-        scores = {d: round(100 * sum(r["scores"]["score"] for r in rs) / len(rs), 2)
+        scores = {d: longbench_metrics.mean_score([r["scores"]["score"] for r in rs])
                   for d, rs in sorted(by_dataset.items())}
         result: dict[str, Any] = {"n_samples": len(records), "by_dataset": scores}
         if scores:
             result.update(longbench_metrics.average(scores))
         if self.opts.e:
-            result["by_dataset_bucket"] = {d: _buckets(rs) for d, rs in sorted(by_dataset.items())}
+            result["by_dataset_bucket"] = {
+                d: longbench_metrics.bucket_scores([r["scores"]["score"] for r in rs],
+                                                   [r["meta"]["length"] for r in rs])
+                for d, rs in sorted(by_dataset.items())}
         if self.revision:
             result["data_revision"] = self.revision
         return result
-
-
-def _buckets(records: list[dict[str, Any]]) -> dict[str, float]:
-    """LongBench-E: round(100 * mean) per bucket of the official `length` field (nan for an empty bucket)."""
-    buckets: dict[str, list[float]] = {"0-4k": [], "4-8k": [], "8k+": []}
-    for record in records:
-        length = record["meta"]["length"]
-        key = "0-4k" if length < 4000 else "4-8k" if length < 8000 else "8k+"
-        buckets[key].append(record["scores"]["score"])
-    return {k: round(100 * float(np.mean(v)), 2) if v else float("nan") for k, v in buckets.items()}
 
 
 def _register(name: str, description: str, **preset: Any) -> None:
@@ -195,3 +189,25 @@ def _register_all() -> None:
 
 
 _register_all()
+
+
+def write_prediction_files(records: list[dict[str, Any]], out_dir) -> list:
+    """The run's LongBench records as official prediction files (<dataset>.jsonl: pred, answers, all_classes,
+    length), so that LongBench's own eval.py, or `lceval score longbench`, can score them."""
+    from pathlib import Path
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    by_dataset: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        by_dataset.setdefault(record["meta"]["dataset"], []).append(record)
+    written = []
+    for dataset, rows in by_dataset.items():
+        path = out / f"{dataset}.jsonl"
+        with path.open("w", encoding="utf-8") as handle:
+            for r in rows:
+                line = {"pred": r["output"], "answers": r["target"]["answers"],
+                        "all_classes": r["target"]["all_classes"], "length": r["meta"]["length"]}
+                handle.write(json.dumps(line, ensure_ascii=False) + "\n")
+        written.append(path)
+    return written
