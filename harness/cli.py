@@ -70,7 +70,7 @@ def list_tasks() -> None:
             except UserError as err:
                 description = f"[red]{escape(str(err))}[/]"
             table.add_row(kind, name, description)
-    Console().print(table)
+    _stdout().print(table)
 
 
 @app.command()
@@ -123,7 +123,11 @@ def score(
     console.print(f"wrote {path}")
 
 
+BREAKDOWNS = ("by_length", "by_category", "by_dataset", "by_task", "by_dataset_bucket")
+
+
 def _print_results(run_dir: Path) -> None:
+    """Each task's headline metrics, then its breakdowns (per length, category, dataset, bucket)."""
     from lceval.results import RunFolder
 
     results = RunFolder(run_dir).results()
@@ -131,11 +135,24 @@ def _print_results(run_dir: Path) -> None:
     for name, task in results["tasks"].items():
         n = f"{task.get('n_samples', '?')}/{task.get('n_expected', '?')}"
         for metric, value in task.get("metrics", {}).items():
-            table.add_row(name, "all", metric, f"{value:.4f}", n)
-        for length, metrics in task.get("by_length", {}).items():
-            for metric, value in metrics.items():
-                table.add_row("", f"length {length}", metric, f"{value:.4f}", "")
-    Console().print(table)
+            table.add_row(name, "all", metric, _number(value), n)
+            name, n = "", ""
+        for key in BREAKDOWNS:
+            for label, value in task.get(key, {}).items():
+                values = value if isinstance(value, dict) else {"score": value}
+                for metric, number in values.items():
+                    table.add_row(name, f"{key[3:].replace('_', ' ')} {label}", metric, _number(number), "")
+                    name = ""
+    _stdout().print(table)
+
+
+def _number(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _stdout() -> Console:
+    """Tables on stdout, at full width when piped (rich would cut them to 80 columns)."""
+    return Console() if sys.stdout.isatty() else Console(width=160)
 
 
 def main() -> None:

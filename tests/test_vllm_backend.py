@@ -110,14 +110,15 @@ def test_adapter_with_a_trained_embedding_is_refused_on_vllm(demo_model, tmp_pat
 
 
 def test_quickstart_command_picks_vllm_and_writes_the_heatmap(tmp_path, cli_env, lceval_cmd):
-    """`lceval run --tasks needle` on the embedded default, as the README's quickstart runs it."""
-    proc = subprocess.run([*lceval_cmd, "run", "--tasks", "needle", "--out", str(tmp_path), "--run-id", "q"],
+    """`lceval run --tasks needle,longbench` on the embedded default, as the README's quickstart runs it."""
+    proc = subprocess.run([*lceval_cmd, "run", "--tasks", "needle,longbench", "--out", str(tmp_path), "--run-id", "q"],
                           env=cli_env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "backend auto: using vllm." in proc.stderr
     run_dir = tmp_path / "q"
     results = json.loads((run_dir / "results.json").read_text())
     assert results["tasks"]["needle"]["n_samples"] == 25
+    assert results["tasks"]["longbench"]["n_samples"] == results["tasks"]["longbench"]["n_expected"] == 63
     assert (run_dir / "needle_heatmap_rouge_l_f1.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (run_dir / "needle_heatmap_rouge_l_f1.csv").read_text().startswith("depth_percent,256,512,1024")
 
