@@ -39,6 +39,8 @@ def run(
     batch_size: Annotated[int | None, typer.Option(help="Batch size of the hf backend.")] = None,
     gpu_memory_utilization: Annotated[float | None, typer.Option(help="vLLM memory share (CPU: of host RAM).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the engine.")] = None,
+    data_dir: Annotated[str | None, typer.Option(help="Benchmark files in their official layout (default: "
+                                                      "the bundled samples).")] = None,
     task_option: Annotated[list[str] | None, typer.Option(
         "--task-option", "-o", help="TASK.KEY=VALUE, e.g. needle.lengths=[1000,2000].")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML file with the same settings; flags win.")] = None,
@@ -50,7 +52,7 @@ def run(
     flags = dict(model=model, adapter=adapter, revision=revision, tasks=tasks, backend=backend, max_length=max_length,
                  rope_theta=rope_theta, dtype=dtype, out=out, run_id=run_id, limit=limit, chat_template=chat_template,
                  trust_remote_code=trust_remote_code, batch_size=batch_size,
-                 gpu_memory_utilization=gpu_memory_utilization, seed=seed)
+                 gpu_memory_utilization=gpu_memory_utilization, seed=seed, data_dir=data_dir)
     cfg = build_config(config, flags, task_option or [])
     run_dir = execute(cfg, console)
     _print_results(run_dir)

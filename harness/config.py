@@ -29,6 +29,7 @@ class RunConfig:
     batch_size: int = 8
     gpu_memory_utilization: float | None = None
     seed: int = 0
+    data_dir: str | None = None  # benchmark files in their official layout, for every task that reads data files
     task_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

@@ -75,5 +75,21 @@ tasks: Registry = Registry("task", "lceval.tasks", _task_modules)
 backends: Registry = Registry("backend", "lceval.backends", _backend_modules)
 
 
+def register_variant(task_class, name: str, description: str, *, reads_data_dir: bool = False, **preset) -> None:
+    """Register `name` as `task_class` with preset options: a benchmark's named subsets and settings.
+
+    Options given by the user override the preset; `reads_data_dir` lets `lceval run --data-dir` reach it.
+    """
+
+    def factory(options=None):
+        task = task_class({**preset, **(options or {})})
+        task.name = name
+        return task
+
+    factory.description = description
+    factory.reads_data_dir = reads_data_dir
+    tasks.register(name)(factory)
+
+
 def first_line(doc: str | None) -> str:
     return (doc or "").strip().splitlines()[0] if (doc or "").strip() else ""

@@ -54,7 +54,10 @@ def _make_tasks(cfg: RunConfig, is_demo: bool) -> list[Task]:
     for name in cfg.tasks:
         options = dict(demo.DEMO_TASK_OPTIONS.get(name, {})) if is_demo else {}
         options.update(cfg.task_options.get(name, {}))
-        tasks.append(registry.tasks.get(name)(options))
+        factory = registry.tasks.get(name)
+        if cfg.data_dir and getattr(factory, "reads_data_dir", False):
+            options.setdefault("data_dir", cfg.data_dir)
+        tasks.append(factory(options))
     unused = sorted(set(cfg.task_options) - set(cfg.tasks))
     if unused:
         raise UserError(f"options were given for task {unused[0]!r}, which is not in --tasks {','.join(cfg.tasks)}.")

@@ -15,7 +15,7 @@ from typing import Any
 
 from lceval.errors import UserError
 from lceval.prompting import bos_ids, encode, middle_truncate
-from lceval.registry import tasks
+from lceval.registry import register_variant
 from lceval.task import PromptContext, Sample, Task
 from lceval.tasks import infinitebench_metrics
 from lceval.tasks.benchmark_data import hub_file, locate, read_jsonl, spec
@@ -165,13 +165,7 @@ class InfiniteBenchTask(Task):
 
 
 def _register(name: str, description: str, **preset: Any) -> None:
-    def factory(options: dict[str, Any] | None = None) -> InfiniteBenchTask:
-        task = InfiniteBenchTask({**preset, **(options or {})})
-        task.name = name
-        return task
-
-    factory.description = description
-    tasks.register(name)(factory)
+    register_variant(InfiniteBenchTask, name, description, reads_data_dir=True, **preset)
 
 
 _register("infinitebench", InfiniteBenchTask.description)

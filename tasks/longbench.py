@@ -17,7 +17,7 @@ from typing import Any
 
 from lceval.errors import UserError
 from lceval.prompting import bos_ids, encode, middle_truncate
-from lceval.registry import tasks
+from lceval.registry import register_variant
 from lceval.task import PromptContext, Sample, Task
 from lceval.tasks import longbench_metrics
 from lceval.tasks.benchmark_data import hub_file, locate, read_jsonl, spec
@@ -158,13 +158,7 @@ class LongBenchTask(Task):
 
 
 def _register(name: str, description: str, **preset: Any) -> None:
-    def factory(options: dict[str, Any] | None = None) -> LongBenchTask:
-        task = LongBenchTask({**preset, **(options or {})})
-        task.name = name
-        return task
-
-    factory.description = description
-    tasks.register(name)(factory)
+    register_variant(LongBenchTask, name, description, reads_data_dir=True, **preset)
 
 
 def _register_all() -> None:

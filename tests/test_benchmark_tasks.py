@@ -140,3 +140,60 @@ def test_infinitebench_runs_every_task_on_vllm_and_rescores(tmp_path, vllm_backe
     infinitebench.write_prediction_files(records, preds)
     rescored, _ = infinitebench_metrics.score_pred_dir(preds, scorer=scorer)
     assert rescored["scores_x100"] == results["by_task"]
+
+
+@pytest.mark.slow
+def test_infinitebench_runs_every_task_on_hf(tmp_path, demo_model):
+    _, records, results = run_task(tmp_path, "infinitebench", options={"template": "base"})
+    assert len(records) == results["n_expected"] == 3 * len(infinitebench.tasks_spec())
+    assert all(0 <= v <= 100 for v in results["by_task"].values())
+    assert any(r["meta"]["answer_budget_cut"] for r in records)  # math_calc's 30,000 tokens do not fit 2048
+
+
+def official_layout(tmp_path, dataset="trec"):
+    """A copy of a bundled file in the official data.zip layout, with its ids changed so a test can tell."""
+    rows = longbench.LongBenchTask({"datasets": [dataset]})._rows(dataset)
+    (tmp_path / "data").mkdir(parents=True)
+    for i, row in enumerate(rows):
+        row["_id"] = f"local-{i}"
+    (tmp_path / "data" / f"{dataset}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return rows
+
+
+def test_data_dir_flag_reads_the_official_layout(tmp_path, cli_env, lceval_cmd):
+    import subprocess
+
+    official_layout(tmp_path / "lb")
+    proc = subprocess.run([*lceval_cmd, "run", "--backend", "hf", "--tasks", "longbench/trec", "--data-dir",
+                           str(tmp_path / "lb"), "--out", str(tmp_path / "out"), "--run-id", "d", "--limit", "1"],
+                          env=cli_env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    record = json.loads((tmp_path / "out" / "d" / "samples.jsonl").read_text().splitlines()[0])
+    assert record["id"] == "trec/local-0"
+    missing = subprocess.run([*lceval_cmd, "run", "--backend", "hf", "--tasks", "longbench/lcc", "--data-dir",
+                              str(tmp_path / "lb"), "--out", str(tmp_path / "out"), "--run-id", "m"],
+                             env=cli_env, capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 2
+    assert f"lcc.jsonl is not in {tmp_path / 'lb'}" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_longbench_hub_path_reads_data_zip_from_the_hub_cache(tmp_path, ctx, monkeypatch):
+    """The real hub-loading code (hf_hub_download of data.zip), served offline from a hub cache on disk."""
+    import zipfile
+
+    import huggingface_hub.constants as hub_constants
+
+    rows = official_layout(tmp_path / "src")
+    commit = "89abcdef0123456789abcdef0123456789abcdef"
+    repo = tmp_path / "hub" / "datasets--THUDM--LongBench"
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    with zipfile.ZipFile(repo / "snapshots" / commit / "data.zip", "w") as archive:
+        archive.write(tmp_path / "src" / "data" / "trec.jsonl", "data/trec.jsonl")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    task = longbench.LongBenchTask({"datasets": ["trec"], "hub": True})
+    samples = task.build_samples(ctx)
+    assert [s.id for s in samples] == [f"trec/local-{i}" for i in range(len(rows))]
+    assert task.revision == commit
