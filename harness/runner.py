@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from lceval import demo, environment, registry
 from lceval.backends.base import Backend, BackendSettings, GenerationRequest, generation_eos
@@ -185,11 +186,9 @@ def open_backend(requested: str, settings: BackendSettings, console: Console) ->
         return registry.backends.get("hf")(settings)
     try:
         backend = registry.backends.get("vllm")(settings)
-    except UserError:
-        raise
-    except Exception as err:
-        console.print(f"[yellow]backend auto: the vLLM engine could not start ({type(err).__name__}: {err}); "
-                      "using hf (transformers).[/]")
+    except Exception as err:  # an engine that cannot start, or a model vLLM cannot serve (UserError)
+        console.print(f"[yellow]backend auto: the vLLM engine could not start ({type(err).__name__}: "
+                      f"{escape(str(err))}); using hf (transformers).[/]")
         return registry.backends.get("hf")(settings)
     console.print("backend auto: using vllm.")
     return backend

@@ -52,3 +52,29 @@ def test_identity_records_what_changes_outputs(hf):
     identity = hf.identity()
     assert identity["name"] == "hf" and identity["dtype"] == "float32" and identity["attention"] == "sdpa"
     assert "transformers" in identity["versions"] and "torch" in identity["versions"]
+
+
+def test_auto_runs_an_adapter_with_a_trained_embedding_on_hf(tmp_path, demo_model):
+    """vLLM's LoRA cannot load modules_to_save; auto says so and serves the adapter with transformers + PEFT."""
+    import io
+    import json
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from rich.console import Console
+    from transformers import AutoModelForCausalLM
+
+    from lceval.config import RunConfig
+    from lceval.runner import execute
+
+    model = AutoModelForCausalLM.from_pretrained(demo_model, dtype=torch.float32)
+    config = LoraConfig(r=8, target_modules=["q_proj", "v_proj"], modules_to_save=["embed_tokens"])
+    get_peft_model(model, config).save_pretrained(tmp_path / "adapter")
+    cfg = RunConfig(adapter=str(tmp_path / "adapter"), tasks=["needle"], out=str(tmp_path / "runs"), run_id="a",
+                    task_options={"needle": {"lengths": [256], "depths": [0]}})
+    log = io.StringIO()
+    run_dir = execute(cfg, Console(file=log, width=300))
+    assert "vLLM's LoRA cannot load" in log.getvalue() and "using hf" in log.getvalue()
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["backend"]["name"] == "hf" and manifest["backend"]["versions"]["peft"]
+    assert manifest["adapter"]["rank"] == 8 and len(manifest["adapter"]["sha256"]) == 64
