@@ -125,7 +125,8 @@ def score(
     console.print(f"wrote {path}")
 
 
-BREAKDOWNS = ("by_length", "by_category", "by_dataset", "by_task", "by_dataset_bucket")
+BREAKDOWNS = ("by_length", "by_category", "by_dataset", "by_task", "by_dataset_bucket", "by_difficulty",
+              "by_length_bucket")
 
 
 def _print_results(run_dir: Path) -> None:
@@ -154,7 +155,7 @@ def _number(value) -> str:
 
 def _stdout() -> Console:
     """Tables on stdout, at full width when piped (rich would cut them to 80 columns)."""
-    return Console() if sys.stdout.isatty() else Console(width=160)
+    return Console() if sys.stdout.isatty() or "COLUMNS" in os.environ else Console(width=160)
 
 
 def main() -> None:

@@ -73,18 +73,21 @@ def prompt_format(tokenizer, use_chat_template: bool, system: str | None = None)
     return PromptFormat(tuple(encode(tokenizer, before)), tuple(encode(tokenizer, after)), chat=True)
 
 
-def middle_truncate(content_ids: list[int], limit: int, n_leading_special: int = 0) -> list[int]:
+def middle_truncate(content_ids: list[int], limit: int, n_leading_special: int = 0,
+                    tail_rounds_up: bool = False) -> list[int]:
     """Keep the first and the last half of a prompt longer than `limit` tokens (LongBench and InfiniteBench).
 
     The official scripts count the tokenizer's leading special tokens (the BOS) inside the limit and inside the
     first half: `ids[:limit // 2] + ids[-(limit // 2):]` over the ids with BOS. Here the same split is taken on
     the content ids alone, so the wrapped prompt has exactly the official token count without a decode and
-    re-encode round trip.
+    re-encode round trip. LongBench v2 slices the tail as `ids[-limit//2:]`, which in Python keeps
+    ceil(limit / 2) tokens: `tail_rounds_up` says so.
     """
     if n_leading_special + len(content_ids) <= limit:
         return content_ids
-    half = limit // 2
-    return content_ids[: max(half - n_leading_special, 0)] + content_ids[-half:]
+    head = limit // 2
+    tail = limit - head if tail_rounds_up else head
+    return content_ids[: max(head - n_leading_special, 0)] + content_ids[-tail:]
 
 
 def stop_token_ids(tokenizer, generation_config_eos=None) -> list[int]:
