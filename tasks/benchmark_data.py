@@ -7,6 +7,7 @@ conversion and `datasets` features can turn them into strings, which breaks the 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -21,21 +22,30 @@ def spec(name: str) -> dict[str, Any]:
     return json.loads(resources.files("lceval.tasks").joinpath(f"data/{name}.json").read_text(encoding="utf-8"))
 
 
-def read_jsonl(path: Path, required: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-    """Rows of a jsonl file; a bad line is named by file and line number."""
-    rows = []
+def numbered_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, row) for each non-blank line of a jsonl file; a line that is no JSON object is an error."""
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
+            where = f"{path} line {number}"
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
-                raise UserError(f"{path} line {number} is not valid JSON ({err.msg}); fix or drop that line.") from err
-            missing = [field for field in required if field not in row]
-            if missing:
-                raise UserError(f"{path} line {number} lacks the field {missing[0]!r}; is it an official-format file?")
-            rows.append(row)
+                raise UserError(f"{where} is not valid JSON ({err.msg}); fix or delete that line.") from None
+            if not isinstance(row, dict):
+                raise UserError(f"{where} is not a JSON object; each line must hold one record.")
+            yield number, row
+
+
+def read_jsonl(path: Path, required: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """Rows of a jsonl file; a bad line is named by file and line number."""
+    rows = []
+    for number, row in numbered_rows(path):
+        missing = [field for field in required if field not in row]
+        if missing:
+            raise UserError(f"{path} line {number} lacks the field {missing[0]!r}; is it an official-format file?")
+        rows.append(row)
     return rows
 
 

@@ -46,6 +46,7 @@ from typing import Any
 
 from lceval.errors import UserError
 from lceval.results import write_json
+from lceval.tasks.benchmark_data import numbered_rows
 from lceval.tasks.longbench_metrics import _token_f1, normalize_zh
 from lceval.tasks.longbench_metrics import qa_f1_score as _longbench_qa_f1
 
@@ -423,34 +424,23 @@ def _read_preds(path: Path) -> list[tuple[int, str, Any]]:
     """(line number, prediction, ground truth) of each non-blank line, keys as compute_scores reads them."""
     rows: list[tuple[int, str, Any]] = []
     label_key = None
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path} line {number}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise UserError(f"{where} is not valid JSON ({err.msg}); fix or delete that line and score again.") \
-                    from None
-            if not isinstance(row, dict):
-                raise UserError(f"{where} is not a JSON object; each line must hold prediction and ground_truth as "
-                                "the official pred scripts write them.")
-            if label_key is None:  # the first line decides, as get_labels does
-                label_key = next((key for key in ("ground_truth", "label") if key in row), None)
-                if label_key is None:
-                    raise UserError(f"{where} lacks the field 'ground_truth'; each line must hold prediction and "
-                                    "ground_truth as the official pred scripts write them.")
-            if label_key not in row:
-                raise UserError(f"{where} lacks the field {label_key!r} that the file's first line has; add it or "
-                                "delete that line.")
-            pred_key = next((key for key in ("prediction", "pred") if key in row), None)
-            if pred_key is None:
-                raise UserError(f"{where} lacks the field 'prediction'; each line must hold prediction and "
+    for number, row in numbered_rows(path):
+        where = f"{path} line {number}"
+        if label_key is None:  # the first line decides, as get_labels does
+            label_key = next((key for key in ("ground_truth", "label") if key in row), None)
+            if label_key is None:
+                raise UserError(f"{where} lacks the field 'ground_truth'; each line must hold prediction and "
                                 "ground_truth as the official pred scripts write them.")
-            if not isinstance(row[pred_key], str):
-                raise UserError(f"{where}: {pred_key} is not a string; write the model's output text there.")
-            rows.append((number, row[pred_key], row[label_key]))
+        if label_key not in row:
+            raise UserError(f"{where} lacks the field {label_key!r} that the file's first line has; add it or "
+                            "delete that line.")
+        pred_key = next((key for key in ("prediction", "pred") if key in row), None)
+        if pred_key is None:
+            raise UserError(f"{where} lacks the field 'prediction'; each line must hold prediction and "
+                            "ground_truth as the official pred scripts write them.")
+        if not isinstance(row[pred_key], str):
+            raise UserError(f"{where}: {pred_key} is not a string; write the model's output text there.")
+        rows.append((number, row[pred_key], row[label_key]))
     if not rows:
         raise UserError(f"{path} holds no predictions; delete it or rerun the predictions of that task.")
     return rows

@@ -34,6 +34,7 @@ import numpy as np
 
 from lceval.errors import UserError
 from lceval.metrics import rouge_l_f1
+from lceval.tasks.benchmark_data import numbered_rows
 
 with warnings.catch_warnings():  # fuzzywuzzy warns that it runs on difflib, which is what the official scorer ran
     warnings.simplefilter("ignore")
@@ -308,37 +309,26 @@ def _read_predictions(path: Path, e: bool) -> tuple[list[str], list[list[str]], 
     lengths: list[int] = []
     all_classes: Any = None
     required = ("pred", "answers", "all_classes", "length") if e else ("pred", "answers", "all_classes")
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise UserError(f"{path} line {number} is not valid JSON ({err.msg}); fix or delete that line and "
-                                "score again.") from None
-            where = f"{path} line {number}"
-            if not isinstance(row, dict):
-                raise UserError(f"{where} is not a JSON object; each line must hold pred, answers, all_classes and "
-                                "length as LongBench's pred.py writes them.")
-            missing = [name for name in required if name not in row]
-            if missing:
-                raise UserError(f"{where} lacks the field {missing[0]!r}; each line must hold "
-                                f"{', '.join(required)} as LongBench's pred.py writes them.")
-            if not isinstance(row["pred"], str):
-                raise UserError(f"{where}: pred is not a string; write the model's output text there.")
-            if not isinstance(row["answers"], list) or not all(isinstance(a, str) for a in row["answers"]):
-                raise UserError(f"{where}: answers is not a list of strings; copy the dataset's answers field.")
-            if row["all_classes"] is not None and not (isinstance(row["all_classes"], list)
-                                                       and all(isinstance(c, str) for c in row["all_classes"])):
-                raise UserError(f"{where}: all_classes is neither null nor a list of strings; copy the dataset's "
-                                "all_classes field.")
-            if e and (isinstance(row["length"], bool) or not isinstance(row["length"], (int, float))):
-                raise UserError(f"{where}: length is not a number; copy the dataset's length field.")
-            predictions.append(row["pred"])
-            answers.append(row["answers"])
-            lengths.append(row.get("length"))
-            all_classes = row["all_classes"]
+    for number, row in numbered_rows(path):
+        where = f"{path} line {number}"
+        missing = [name for name in required if name not in row]
+        if missing:
+            raise UserError(f"{where} lacks the field {missing[0]!r}; each line must hold "
+                            f"{', '.join(required)} as LongBench's pred.py writes them.")
+        if not isinstance(row["pred"], str):
+            raise UserError(f"{where}: pred is not a string; write the model's output text there.")
+        if not isinstance(row["answers"], list) or not all(isinstance(a, str) for a in row["answers"]):
+            raise UserError(f"{where}: answers is not a list of strings; copy the dataset's answers field.")
+        if row["all_classes"] is not None and not (isinstance(row["all_classes"], list)
+                                                   and all(isinstance(c, str) for c in row["all_classes"])):
+            raise UserError(f"{where}: all_classes is neither null nor a list of strings; copy the dataset's "
+                            "all_classes field.")
+        if e and (isinstance(row["length"], bool) or not isinstance(row["length"], (int, float))):
+            raise UserError(f"{where}: length is not a number; copy the dataset's length field.")
+        predictions.append(row["pred"])
+        answers.append(row["answers"])
+        lengths.append(row.get("length"))
+        all_classes = row["all_classes"]
     if not predictions:
         raise UserError(f"{path} holds no predictions; delete it or rerun the predictions of that dataset.")
     return predictions, answers, lengths, all_classes

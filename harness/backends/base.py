@@ -50,11 +50,6 @@ class Backend(ABC):
     def __init__(self, settings: BackendSettings):
         self.settings = settings
 
-    @property
-    def window(self) -> int:
-        """Most tokens (prompt plus generation) one request may hold."""
-        return self.settings.max_length
-
     @abstractmethod
     def generate(self, requests: Sequence[GenerationRequest]) -> Iterator[tuple[int, Generation]]:
         """Greedy generation for all requests at once; yields (index, result) as each one finishes."""
