@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
+from lceval.errors import UserError
 from lceval.prompting import PromptFormat
+
+
+def check_options(options_class: type, options: dict[str, Any], task: str) -> None:
+    """A task's options must be fields of its options dataclass; a typo gets one sentence listing the right ones."""
+    known = {f.name for f in fields(options_class)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise UserError(f"unknown {task} option {unknown[0]!r}; known options: {', '.join(sorted(known))}.")
 
 
 @dataclass

@@ -10,13 +10,13 @@ scorer version (`v-a`, the June 2024 snapshot behind the published table, or `v-
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from lceval.errors import UserError
 from lceval.prompting import bos_ids, encode, middle_truncate
 from lceval.registry import register_variant
-from lceval.task import PromptContext, Sample, Task
+from lceval.task import PromptContext, Sample, Task, check_options
 from lceval.tasks import infinitebench_metrics
 from lceval.tasks.benchmark_data import hub_file, locate, read_jsonl, spec
 
@@ -44,10 +44,7 @@ class InfiniteBenchOptions:
 
     @classmethod
     def from_dict(cls, options: dict[str, Any]) -> InfiniteBenchOptions:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise UserError(f"unknown infinitebench option {unknown[0]!r}; known options: {', '.join(sorted(known))}.")
+        check_options(cls, options, "infinitebench")
         opts = cls(**options)
         if opts.template not in FAMILIES:
             raise UserError(f"infinitebench.template {opts.template!r} must be 'chat' or 'base'.")

@@ -12,13 +12,13 @@ from __future__ import annotations
 import io
 import json
 import zipfile
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from lceval.errors import UserError
 from lceval.prompting import bos_ids, encode, middle_truncate
 from lceval.registry import register_variant
-from lceval.task import PromptContext, Sample, Task
+from lceval.task import PromptContext, Sample, Task, check_options
 from lceval.tasks import longbench_metrics
 from lceval.tasks.benchmark_data import hub_file, locate, read_jsonl, spec
 
@@ -54,10 +54,7 @@ class LongBenchOptions:
 
     @classmethod
     def from_dict(cls, options: dict[str, Any]) -> LongBenchOptions:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise UserError(f"unknown longbench option {unknown[0]!r}; known options: {', '.join(sorted(known))}.")
+        check_options(cls, options, "longbench")
         opts = cls(**options)
         bad = [d for d in opts.datasets if d not in datasets_spec()]
         if bad:

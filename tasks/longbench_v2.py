@@ -23,14 +23,14 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from lceval.errors import UserError
 from lceval.prompting import bos_ids, encode, middle_truncate
 from lceval.registry import register_variant
-from lceval.task import PromptContext, Sample, Task
+from lceval.task import PromptContext, Sample, Task, check_options
 from lceval.tasks.benchmark_data import hub_file, locate, spec
 
 HUB_REPO = "THUDM/LongBench-v2"
@@ -59,10 +59,7 @@ class LongBenchV2Options:
 
     @classmethod
     def from_dict(cls, options: dict[str, Any]) -> LongBenchV2Options:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise UserError(f"unknown longbench-v2 option {unknown[0]!r}; known options: {', '.join(sorted(known))}.")
+        check_options(cls, options, "longbench-v2")
         opts = cls(**options)
         if opts.cot:
             raise UserError("longbench-v2.cot=true (the official two-pass chain of thought) is not implemented yet; "

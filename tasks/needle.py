@@ -12,7 +12,7 @@ from __future__ import annotations
 import bisect
 import math
 import re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -25,7 +25,7 @@ from lceval.errors import UserError
 from lceval.metrics import rouge_l_f1, substring_match
 from lceval.prompting import encode
 from lceval.registry import tasks
-from lceval.task import PromptContext, Sample, Task
+from lceval.task import PromptContext, Sample, Task, check_options
 from lceval.tasks.haystack import GENERATED, haystack_text
 
 METRICS = ("rouge_l_f1", "substring_match")
@@ -65,10 +65,7 @@ class NeedleOptions:
 
     @classmethod
     def from_dict(cls, options: dict[str, Any]) -> NeedleOptions:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise UserError(f"unknown needle option {unknown[0]!r}; known options: {', '.join(sorted(known))}.")
+        check_options(cls, options, "needle")
         name = options.get("preset", cls.preset)
         if name not in presets():
             raise UserError(f"unknown needle preset {name!r}; presets: {', '.join(presets())}.")
