@@ -195,14 +195,9 @@ def _choice_rules(prediction: str, label: Any) -> bool:
     if prediction in label:
         return True
     text = _single_spaced(_spaced(prediction, _CHOICE_SEPARATORS))
-    for prefix in _CHOICE_PREFIXES:
-        at = text.find(prefix)
-        if at == -1:
-            continue
-        if len(text) < at + len(prefix) + 1:
-            return False
-        rest = text[at + len(prefix) + 1:]
-        return any(rest.startswith(option) for option in label)
+    found, rest = _after_answer_prefix(text, _CHOICE_PREFIXES)
+    if found:
+        return rest is not None and any(rest.startswith(option) for option in label)
     for word in text.split():
         if word in "ABCD":  # a substring test: "AB" and "BCD" count as well
             return word in label
@@ -239,16 +234,20 @@ def score_longdialogue_qa_eng_vb(prediction: str, label: Any) -> float:
     return float(any(name.upper() in text for name in label))
 
 
-def _code_debug_prefix_rule(text: str, letter: Any, function: Any) -> bool:
-    for prefix in _CODE_DEBUG_PREFIXES:
+def _after_answer_prefix(text: str, prefixes: Sequence[str]) -> tuple[bool, str | None]:
+    """Whether one of `prefixes` (tried in order) occurs in `text`, and what follows it past one character (None
+    where the text ends right at the prefix, which the official rules count as wrong)."""
+    for prefix in prefixes:
         at = text.find(prefix)
-        if at == -1:
-            continue
-        if len(text) < at + len(prefix) + 1:
-            return False
-        rest = text[at + len(prefix) + 1:]
-        return rest.startswith(letter) or rest.startswith(function)
-    return False
+        if at != -1:
+            end = at + len(prefix)
+            return True, (None if len(text) < end + 1 else text[end + 1:])
+    return False, None
+
+
+def _code_debug_prefix_rule(text: str, letter: Any, function: Any) -> bool:
+    found, rest = _after_answer_prefix(text, _CODE_DEBUG_PREFIXES)
+    return found and rest is not None and (rest.startswith(letter) or rest.startswith(function))
 
 
 def score_code_debug_va(prediction: str, label: Any) -> float:
