@@ -195,8 +195,4 @@ class LongBenchV2Task(Task):
         return result
 
 
-def _register(name: str, description: str, **preset: Any) -> None:
-    register_variant(LongBenchV2Task, name, description, reads_data_dir=True, **preset)
-
-
-_register("longbench-v2", LongBenchV2Task.description)
+register_variant(LongBenchV2Task, "longbench-v2", LongBenchV2Task.description, reads_data_dir=True)
