@@ -18,6 +18,7 @@ DEMO_WINDOW = 2048
 # What `lceval run` with no --model runs, per task: a grid small enough for 2 CPU cores.
 DEMO_TASK_OPTIONS = {
     "needle": {"lengths": [256, 512, 1024, 1536, 1984], "num_depths": 5, "max_new_tokens": 32},
+    "passkey": {"lengths": [256, 512, 1024, 1536, 1984], "num_depths": 5},
 }
 
 LLAMA3_STYLE_SPECIALS = [

@@ -10,7 +10,8 @@ import numpy as np
 
 # gkamradt's colours, kept by the seed paper and NeedleBench: red (0) -> amber -> green (1).
 HEATMAP_COLOURS = ["#F0496E", "#EBB839", "#0CD79F"]
-METRIC_LABELS = {"rouge_l_f1": "ROUGE-L F1 vs the needle", "substring_match": "Key answer found (substring)"}
+METRIC_LABELS = {"rouge_l_f1": "ROUGE-L F1 vs the needle", "substring_match": "Key answer found (substring)",
+                 "passkey_match": "Pass key retrieved (first integer)"}
 
 
 def grid_from_cells(cells: list[dict[str, Any]], metric: str) -> tuple[list[int], list[float], np.ndarray]:
@@ -92,12 +93,11 @@ def heatmap_title(manifest: dict[str, Any], task: str, metric: str, mean: float 
 
 
 def write_needle_heatmaps(run_dir: Path, results: dict[str, Any], manifest: dict[str, Any], *,
-                          task: str = "needle", training_length: int | None = None,
-                          metrics: tuple[str, ...] = ("rouge_l_f1", "substring_match")) -> list[Path]:
-    """A PNG and a CSV per metric of a needle task's cells; returns the files written."""
+                          task: str = "needle", training_length: int | None = None) -> list[Path]:
+    """A PNG and a CSV per metric of a grid task's cells (needle, passkey); returns the files written."""
     task_results = results["tasks"][task]
     written = []
-    for metric in metrics:
+    for metric in task_results["metrics"]:
         lengths, depths, grid = grid_from_cells(task_results["cells"], metric)
         stem = f"{task.replace('/', '_')}_heatmap_{metric}"
         csv_path = run_dir / f"{stem}.csv"

@@ -17,6 +17,9 @@ import yaml
 from lceval.errors import UserError
 
 GENERATED = "generated"
+NOISE = "noise"
+# The passkey filler of Landmark Attention and LongLoRA, verbatim (benchmark data).
+NOISE_UNIT = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
 
 
 @cache
@@ -82,9 +85,11 @@ def dataset_text(spec: str) -> str:
 
 
 def haystack_text(source: str, min_chars: int, seed: int = 0) -> str:
-    """The haystack named by `source` ('generated', a folder, or hf:...), at least `min_chars` long by repetition."""
+    """The haystack named by `source` ('generated', 'noise', a folder, or hf:...), at least `min_chars` long."""
     if source == GENERATED:
         return generated_text(min_chars, seed)
+    if source == NOISE:
+        return " ".join([NOISE_UNIT] * (min_chars // len(NOISE_UNIT) + 1))
     if source.startswith("hf:"):
         text = dataset_text(source)
     else:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import random
 import re
 from dataclasses import asdict, dataclass
 from functools import cache
@@ -62,6 +63,7 @@ class NeedleOptions:
     chat_template: bool = True
     max_new_tokens: int = 50
     training_length: int | None = None
+    key_seed: int = 0  # passkey: seed of the 5-digit key drawn for each cell ({key} in needle and answer)
 
     @classmethod
     def from_dict(cls, options: dict[str, Any]) -> NeedleOptions:
@@ -141,6 +143,7 @@ class NeedleTask(Task):
     name = "needle"
     version = "1"
     description = "Needle in a haystack over a length x depth grid (seed paper and gkamradt presets), with heatmaps."
+    metrics: tuple[str, ...] = METRICS
 
     def __init__(self, options: dict[str, Any] | None = None):
         super().__init__(options)
@@ -156,8 +159,8 @@ class NeedleTask(Task):
     def check_window(self, window: int) -> None:
         longest = self.lengths[-1]
         if longest + self.opts.max_new_tokens > window:
-            raise UserError(f"needle length {longest} (+{self.opts.max_new_tokens} answer tokens) does not fit the "
-                            f"window of {window} tokens; drop it from the needle lengths or raise --max-length.")
+            raise UserError(f"{self.name} length {longest} (+{self.opts.max_new_tokens} answer tokens) does not fit "
+                            f"the window of {window} tokens; drop it from the lengths or raise --max-length.")
 
     def _haystack(self, tokenizer, n_tokens: int) -> tuple[list[int], list[int]]:
         """At least `n_tokens` haystack ids and the sentence starts among them."""
@@ -173,37 +176,41 @@ class NeedleTask(Task):
                 return ids[:n_tokens], [s for s in sentence_starts(text, enc["offset_mapping"]) if s < n_tokens]
             n_chars *= 2
 
+    def cell_needle(self, length: int, depth: float) -> tuple[str, str]:
+        """The needle text and key answer of one cell (the same for every cell, unless they hold a {key})."""
+        return self.opts.needle, self.opts.answer
+
     def build_samples(self, ctx: PromptContext) -> list[Sample]:
         opts = self.opts
         turn = ctx.user_turn(opts.system, chat=opts.chat_template)
         tok = ctx.tokenizer
-        description, needle, question = (encode(tok, t) if t else [] for t in (opts.description, opts.needle,
-                                                                               opts.question))
-        fixed = turn.overhead + len(description) + len(needle) + len(question)
-        if self.lengths[0] <= fixed:
+        description, question = (encode(tok, t) if t else [] for t in (opts.description, opts.question))
+        cells = {(n, d): self.cell_needle(n, d) for n in self.lengths for d in self.depths}
+        needles = {text: encode(tok, text) for text, _ in cells.values()}
+        fixed = turn.overhead + len(description) + len(question)
+        longest_needle = max(len(ids) for ids in needles.values())
+        if self.lengths[0] <= fixed + longest_needle:
             raise UserError(
-                f"needle length {self.lengths[0]} is too short: template, description, needle and question "
-                f"alone take {fixed} tokens; use lengths above {fixed}."
+                f"{self.name} length {self.lengths[0]} is too short: template, description, needle and question "
+                f"alone take {fixed + longest_needle} tokens; use lengths above {fixed + longest_needle}."
             )
         haystack, starts = self._haystack(tok, self.lengths[-1] - fixed)
         samples = []
-        for length in self.lengths:
-            budget = length - fixed
+        for (length, depth), (text, answer) in cells.items():
+            needle = needles[text]
+            budget = length - fixed - len(needle)
             context = haystack[:budget]
-            context_starts = starts[: bisect.bisect_right(starts, budget)]
-            for depth in self.depths:
-                pos = insertion_point(budget, depth, context_starts)
-                content = description + context[:pos] + needle + context[pos:] + question
-                prompt = turn.wrap(content)
-                meta = {
-                    "length": length,
-                    "depth": depth,
-                    "realized_depth": round(100 * pos / budget, 3),
-                    "prompt_tokens": len(prompt),
-                    "needle_token_index": len(turn.prefix_ids) + len(description) + pos,
-                }
-                samples.append(Sample(cell_id(length, depth), prompt, opts.max_new_tokens,
-                                      {"needle": opts.needle, "answer": opts.answer}, meta))
+            pos = insertion_point(budget, depth, starts[: bisect.bisect_right(starts, budget)])
+            prompt = turn.wrap(description + context[:pos] + needle + context[pos:] + question)
+            meta = {
+                "length": length,
+                "depth": depth,
+                "realized_depth": round(100 * pos / budget, 3),
+                "prompt_tokens": len(prompt),
+                "needle_token_index": len(turn.prefix_ids) + len(description) + pos,
+            }
+            samples.append(Sample(cell_id(length, depth), prompt, opts.max_new_tokens,
+                                  {"needle": text, "answer": answer}, meta))
         return samples
 
     def score(self, sample: Sample, output: str) -> dict[str, float]:
@@ -214,26 +221,52 @@ class NeedleTask(Task):
         }
 
     def aggregate(self, records: list[dict[str, Any]]) -> dict[str, Any]:
-        return aggregate_grid(records)
+        return aggregate_grid(records, self.metrics)
 
     def after_run(self, run_dir: Path, results: dict[str, Any], manifest: dict[str, Any]) -> list[Path]:
         from lceval.plots import write_needle_heatmaps
 
-        return write_needle_heatmaps(run_dir, results, manifest, training_length=self.opts.training_length)
+        return write_needle_heatmaps(run_dir, results, manifest, task=self.name,
+                                     training_length=self.opts.training_length)
+
+
+_FIRST_INTEGER = re.compile(r"\d+")
+
+
+@tasks.register("passkey")
+class PasskeyTask(NeedleTask):
+    """Passkey retrieval (Landmark Attention, LongLoRA): a 5-digit key in filler text, exact-key scoring."""
+
+    name = "passkey"
+    version = "1"
+    description = "Passkey retrieval (Landmark/LongLoRA): a seeded 5-digit key in filler, length x depth grid."
+    metrics = ("passkey_match",)
+
+    def __init__(self, options: dict[str, Any] | None = None):
+        super().__init__({"preset": "passkey", **(options or {})})
+
+    def cell_needle(self, length: int, depth: float) -> tuple[str, str]:
+        key = str(random.Random(f"{self.opts.key_seed}/{length}/{depth:g}").randint(10000, 99999))
+        return self.opts.needle.replace("{key}", key), self.opts.answer.replace("{key}", key)
+
+    def score(self, sample: Sample, output: str) -> dict[str, float]:
+        """Landmark's rule: the first integer of the output must be the key."""
+        found = _FIRST_INTEGER.search(output)
+        return {"passkey_match": float(found is not None and found.group(0) == sample.target["answer"])}
 
 
 def _mean(values: list[float]) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
-def aggregate_grid(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Means overall, per length, per depth and per cell, for every needle metric."""
+def aggregate_grid(records: list[dict[str, Any]], metrics: tuple[str, ...] = METRICS) -> dict[str, Any]:
+    """Means overall, per length, per depth and per cell, for every metric of a grid task."""
     cells: dict[tuple[int, float], list[dict[str, Any]]] = {}
     for record in records:
         cells.setdefault((record["meta"]["length"], record["meta"]["depth"]), []).append(record)
 
     def means(group: list[dict[str, Any]]) -> dict[str, float]:
-        return {m: _mean([r["scores"][m] for r in group]) for m in METRICS}
+        return {m: _mean([r["scores"][m] for r in group]) for m in metrics}
 
     by_length: dict[int, list] = {}
     by_depth: dict[float, list] = {}
