@@ -49,7 +49,7 @@ class LongBenchOptions:
     data_dir: str | None = None  # official data.zip layout (data/<name>.jsonl) or a flat folder; default: bundled
     hub: bool = False  # fetch data.zip from the hub instead of the bundled samples
     revision: str | None = None  # hub revision of the dataset repo (recorded in the results either way)
-    max_length: int | None = None  # truncation length; default: the window minus 500
+    max_length: int | None = None  # truncation length; default: the window less max(500, longest answer + 100)
     chat_template: bool = True
 
     @classmethod
