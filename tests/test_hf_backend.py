@@ -78,3 +78,19 @@ def test_auto_runs_an_adapter_with_a_trained_embedding_on_hf(tmp_path, demo_mode
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["backend"]["name"] == "hf" and manifest["backend"]["versions"]["peft"]
     assert manifest["adapter"]["rank"] == 8 and len(manifest["adapter"]["sha256"]) == 64
+
+
+def test_loglikelihood_is_the_sum_of_the_continuation_token_logprobs(hf):
+    import torch
+
+    from lceval.backends.base import LoglikelihoodRequest
+
+    context, continuation = PROMPTS[0], [40, 41, 42]
+    (result,) = hf.loglikelihood([LoglikelihoodRequest(context, continuation)])
+    ids = torch.tensor([[*context, *continuation]])
+    with torch.inference_mode():
+        logprobs = torch.log_softmax(hf.model(input_ids=ids).logits[0].float(), dim=-1)
+    expected = sum(logprobs[len(context) - 1 + i, token].item() for i, token in enumerate(continuation))
+    assert result.logprob == pytest.approx(expected, abs=1e-5)
+    greedy = run_all(hf, [GenerationRequest(context, 2)])[0].token_ids
+    assert hf.loglikelihood([LoglikelihoodRequest(context, greedy)])[0].is_greedy

@@ -49,6 +49,7 @@ def test_runner_on_a_lent_engine_writes_a_complete_run(vllm_backend, tmp_path, l
     assert manifest["backend"]["name"] == "vllm"
     assert manifest["backend"]["engine_args"]["max_model_len"] == 2048
     assert manifest["backend"]["engine_args"]["enable_prefix_caching"] is True
+    assert manifest["backend"]["engine_args"]["dtype"] == "float32"  # the checkpoint's dtype, as on hf
     assert (run_dir / "needle_heatmap_substring_match.png").exists()
 
 
@@ -132,3 +133,20 @@ def test_auto_falls_back_to_hf_when_the_engine_cannot_start(tmp_path, cli_env, l
     assert "the vLLM engine could not start" in proc.stderr and "using hf" in proc.stderr
     manifest = json.loads((tmp_path / "fb" / "manifest.json").read_text())
     assert manifest["backend"]["requested"] == "auto" and manifest["backend"]["name"] == "hf"
+
+
+def test_loglikelihood_agrees_between_vllm_and_hf(vllm_backend, demo_model):
+    """Prompt logprobs from the vLLM engine and one transformers forward pass give the same numbers."""
+    from lceval.backends.base import LoglikelihoodRequest
+    from lceval.backends.hf import HFBackend
+
+    hf = HFBackend(BackendSettings(model_path=demo_model, max_length=2048))
+    greedy = run_all(hf, [GenerationRequest(PROMPTS[0], 3)])[0].token_ids
+    requests = [LoglikelihoodRequest(PROMPTS[0], greedy),  # the model's own greedy answer
+                LoglikelihoodRequest(PROMPTS[1], [17, 250, 3]),
+                LoglikelihoodRequest(PROMPTS[2][:500], [900])]
+    from_vllm, from_hf = vllm_backend.loglikelihood(requests), hf.loglikelihood(requests)
+    for a, b in zip(from_vllm, from_hf, strict=True):
+        assert a.logprob == pytest.approx(b.logprob, abs=1e-3) and a.logprob < 0
+        assert a.is_greedy == b.is_greedy
+    assert from_hf[0].is_greedy and not from_hf[1].is_greedy

@@ -35,6 +35,18 @@ class GenerationRequest:
 
 
 @dataclass(frozen=True)
+class LoglikelihoodRequest:
+    context_ids: list[int]
+    continuation_ids: list[int]
+
+
+@dataclass(frozen=True)
+class Loglikelihood:
+    logprob: float  # sum of the continuation tokens' log-probabilities given everything before them
+    is_greedy: bool  # every continuation token is the most likely one (lm-eval's is_greedy)
+
+
+@dataclass(frozen=True)
 class Generation:
     token_ids: list[int]
     text: str
@@ -53,6 +65,15 @@ class Backend(ABC):
     @abstractmethod
     def generate(self, requests: Sequence[GenerationRequest]) -> Iterator[tuple[int, Generation]]:
         """Greedy generation for all requests at once; yields (index, result) as each one finishes."""
+
+    def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[Loglikelihood]:
+        """Log-likelihood of each continuation after its context (which holds at least one token), in order.
+
+        Optional: a backend that only generates (a plugin, say) says so when a task asks for it.
+        """
+        from lceval.errors import UserError
+
+        raise UserError(f"backend {self.name} cannot score log-likelihoods; use --backend hf or vllm.")
 
     @abstractmethod
     def identity(self) -> dict[str, Any]:
@@ -86,6 +107,15 @@ def cut_at_stop(token_ids: list[int], stop_ids: Sequence[int], min_new_tokens: i
         if token_ids[i] in stops:
             return token_ids[:i], "stop"
     return token_ids, "length"
+
+
+def resolve_dtype(setting: str, config: Any) -> str:
+    """`auto` means the dtype the checkpoint declares (float32 where it declares none), for every backend alike:
+    vLLM's own `auto` would pick bfloat16 on a CPU for a float32 checkpoint, and the backends would disagree."""
+    if setting != "auto":
+        return setting
+    declared = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None) or "float32"
+    return str(declared).replace("torch.", "")
 
 
 def rope_overrides(config: Any, rope_theta: float | None, max_length: int, window: int) -> dict[str, Any]:

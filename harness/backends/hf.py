@@ -10,22 +10,16 @@ from lceval.backends.base import (
     Backend,
     Generation,
     GenerationRequest,
+    Loglikelihood,
+    LoglikelihoodRequest,
     cut_at_stop,
     decode,
     generation_eos,
+    resolve_dtype,
     rope_overrides,
 )
 from lceval.model_files import model_window
 from lceval.registry import backends
-
-
-def _torch_dtype(name: str, config: Any):
-    import torch
-
-    if name == "auto":
-        declared = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None) or "float32"
-        name = str(declared).replace("torch.", "")
-    return getattr(torch, name)
 
 
 @backends.register("hf")
@@ -44,7 +38,7 @@ class HFBackend(Backend):
         for key, value in rope_overrides(config, settings.rope_theta, settings.max_length, model_window(path)).items():
             setattr(config, key, value)
         self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=settings.trust_remote_code)
-        self._dtype = _torch_dtype(settings.dtype, config)
+        self._dtype = getattr(torch, resolve_dtype(settings.dtype, config))
         torch.manual_seed(settings.seed)
         model = AutoModelForCausalLM.from_pretrained(
             path,
@@ -98,6 +92,23 @@ class HFBackend(Backend):
         for row in out[:, width:].tolist():
             ids, reason = cut_at_stop(row, stops, min_new)
             results.append(Generation(ids, decode(self.tokenizer, ids), reason))
+        return results
+
+    def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[Loglikelihood]:
+        """One forward pass over context + continuation per request."""
+        import torch
+
+        results = []
+        for request in requests:
+            ids = torch.tensor([[*request.context_ids, *request.continuation_ids]])
+            with torch.inference_mode():
+                logits = self.model(input_ids=ids).logits[0].float()
+            n = len(request.continuation_ids)
+            # Position t predicts token t + 1: the continuation is predicted by the n positions before its end.
+            predicted = torch.log_softmax(logits[-n - 1 : -1], dim=-1)
+            target = torch.tensor(request.continuation_ids)
+            chosen = predicted.gather(1, target[:, None])[:, 0]
+            results.append(Loglikelihood(float(chosen.sum()), bool((predicted.argmax(-1) == target).all())))
         return results
 
     def identity(self) -> dict[str, Any]:

@@ -9,8 +9,11 @@ from lceval.backends.base import (
     Backend,
     Generation,
     GenerationRequest,
+    Loglikelihood,
+    LoglikelihoodRequest,
     cut_at_stop,
     decode,
+    resolve_dtype,
     rope_overrides,
 )
 from lceval.errors import UserError
@@ -56,7 +59,7 @@ class VLLMBackend(Backend):
             "model": str(path),
             "tokenizer": str(path),
             "max_model_len": settings.max_length,
-            "dtype": settings.dtype,
+            "dtype": resolve_dtype(settings.dtype, config),
             "seed": settings.seed,
             "trust_remote_code": settings.trust_remote_code,
             "enable_prefix_caching": True,
@@ -104,6 +107,25 @@ class VLLMBackend(Backend):
         finally:
             if pending:  # the consumer stopped early (an error or Ctrl-C): drop what is still queued
                 engine.abort_request(list(pending))
+
+    def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[Loglikelihood]:
+        """Prompt log-probabilities of context + continuation (one generated token, discarded).
+
+        Requests that ask for prompt logprobs do not read vLLM's prefix cache, so caching left on for generation
+        does not change these numbers.
+        """
+        from vllm import SamplingParams, TokensPrompt
+
+        params = SamplingParams(temperature=0.0, max_tokens=1, prompt_logprobs=1, detokenize=False)
+        prompts = [TokensPrompt(prompt_token_ids=[*r.context_ids, *r.continuation_ids]) for r in requests]
+        outputs = self.llm.generate(prompts, params, lora_request=self._lora, use_tqdm=False)
+        results = []
+        for request, output in zip(requests, outputs, strict=True):
+            n = len(request.continuation_ids)
+            positions = output.prompt_logprobs[-n:]
+            chosen = [position[token] for position, token in zip(positions, request.continuation_ids, strict=True)]
+            results.append(Loglikelihood(sum(c.logprob for c in chosen), all(c.rank == 1 for c in chosen)))
+        return results
 
     def identity(self) -> dict[str, Any]:
         import vllm
