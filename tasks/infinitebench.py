@@ -152,7 +152,8 @@ class InfiniteBenchTask(Task):
         by_task: dict[str, list[float]] = {}
         for record in records:
             by_task.setdefault(record["meta"]["task"], []).append(record["scores"]["score"])
-        scores = {t: infinitebench_metrics.percent(sum(v) / len(v)) for t, v in sorted(by_task.items())}
+        scores = {t: infinitebench_metrics.percent(infinitebench_metrics.mean_score(v))
+                  for t, v in sorted(by_task.items())}
         result: dict[str, Any] = {"n_samples": len(records), "scorer": self.opts.scorer, "by_task": scores}
         if scores:
             result["metrics"] = {"average_over_tasks": round(sum(scores.values()) / len(scores), 2)}

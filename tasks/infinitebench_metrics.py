@@ -403,7 +403,12 @@ def score_task(task: str, predictions: Sequence[str], ground_truths: Sequence[An
     if not predictions:
         raise ValueError(f"no predictions to score for {task}")
     scores = [score_sample(task, p, g, scorer, model_name) for p, g in zip(predictions, ground_truths, strict=True)]
-    return sum(scores) / len(scores)
+    return mean_score(scores)
+
+
+def mean_score(sample_scores: Sequence[float]) -> float:
+    """A task's official score from its sample scores: sum / len, unrounded, as compute_scores.py prints it."""
+    return sum(sample_scores) / len(sample_scores)
 
 
 def percent(score: float) -> float:
@@ -491,7 +496,7 @@ def score_pred_dir(pred_dir: Path, scorer: str = "v-a", model_name: str | None =
                                 "scripts write it.") from None
             if task == "math_find" and _math_find_official_stops(prediction, ground_truth):
                 would_stop.setdefault(task, []).append(number)
-        scores[task] = sum(sample_scores) / len(sample_scores)
+        scores[task] = mean_score(sample_scores)
         counts[task] = len(sample_scores)
     result: dict[str, Any] = {
         "benchmark": "infinitebench",
