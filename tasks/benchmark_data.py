@@ -6,6 +6,7 @@ conversion and `datasets` features can turn them into strings, which breaks the 
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterator
 from functools import cache
@@ -22,9 +23,10 @@ def spec(name: str) -> dict[str, Any]:
     return json.loads(resources.files("lceval.tasks").joinpath(f"data/{name}.json").read_text(encoding="utf-8"))
 
 
-def numbered_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, row) for each non-blank line of a jsonl file; a line that is no JSON object is an error."""
-    with path.open(encoding="utf-8") as handle:
+def numbered_rows(path: Path, text: str | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, row) for each non-blank line of a jsonl file (or of `text`, read from inside `path`, such as a
+    zip member); a line that is no JSON object is an error."""
+    with io.StringIO(text) if text is not None else path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
@@ -38,10 +40,10 @@ def numbered_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             yield number, row
 
 
-def read_jsonl(path: Path, required: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-    """Rows of a jsonl file; a bad line is named by file and line number."""
+def read_jsonl(path: Path, required: tuple[str, ...] = (), text: str | None = None) -> list[dict[str, Any]]:
+    """Rows of a jsonl file (or of `text` found in it); a bad line is named by file and line number."""
     rows = []
-    for number, row in numbered_rows(path):
+    for number, row in numbered_rows(path, text):
         missing = [field for field in required if field not in row]
         if missing:
             raise UserError(f"{path} line {number} lacks the field {missing[0]!r}; is it an official-format file?")

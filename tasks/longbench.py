@@ -9,7 +9,6 @@ takes the first line for trec, triviaqa, samsum and lsht as eval.py does. Scores
 
 from __future__ import annotations
 
-import io
 import json
 import zipfile
 from dataclasses import asdict, dataclass, field
@@ -100,7 +99,7 @@ class LongBenchTask(Task):
                 if member not in zipped.namelist():
                     raise UserError(f"{archive} has no {member}; is it LongBench's data.zip?")
                 text = zipped.read(member).decode("utf-8")
-            return [json.loads(line) for line in io.StringIO(text) if line.strip()]
+            return read_jsonl(archive / member, FIELDS, text=text)
         return read_jsonl(locate("longbench", filename, self.opts.data_dir), FIELDS)
 
     def build_samples(self, ctx: PromptContext) -> list[Sample]:

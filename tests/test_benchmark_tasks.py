@@ -8,6 +8,7 @@ import pytest
 from rich.console import Console
 
 from lceval.config import RunConfig
+from lceval.errors import UserError
 from lceval.prompting import bos_ids, encode, middle_truncate, prompt_format
 from lceval.runner import execute
 from lceval.task import PromptContext
@@ -197,3 +198,7 @@ def test_longbench_hub_path_reads_data_zip_from_the_hub_cache(tmp_path, ctx, mon
     samples = task.build_samples(ctx)
     assert [s.id for s in samples] == [f"trec/local-{i}" for i in range(len(rows))]
     assert task.revision == commit
+    with zipfile.ZipFile(repo / "snapshots" / commit / "data.zip", "w") as archive:
+        archive.writestr("data/trec.jsonl", '{"input": "q", "context": "c", "length": 1, "all_classes": null}\n')
+    with pytest.raises(UserError, match=r"data\.zip/data/trec\.jsonl line 1 lacks the field 'answers'"):
+        longbench.LongBenchTask({"datasets": ["trec"], "hub": True}).build_samples(ctx)
