@@ -31,7 +31,6 @@ class PromptFormat:
 
     prefix_ids: tuple[int, ...]
     suffix_ids: tuple[int, ...]
-    chat: bool
 
     @property
     def overhead(self) -> int:
@@ -58,7 +57,7 @@ def bos_ids(tokenizer) -> list[int]:
 def prompt_format(tokenizer, use_chat_template: bool, system: str | None = None) -> PromptFormat:
     """The wrapper for one user turn: the chat template split around the content, or just the BOS."""
     if not use_chat_template:
-        return PromptFormat(tuple(bos_ids(tokenizer)), (), chat=False)
+        return PromptFormat(tuple(bos_ids(tokenizer)), ())
     if not getattr(tokenizer, "chat_template", None):
         raise UserError(
             "the model's tokenizer has no chat template; run with --no-chat-template for a base model."
@@ -70,7 +69,7 @@ def prompt_format(tokenizer, use_chat_template: bool, system: str | None = None)
     if rendered.count(_PLACEHOLDER) != 1:
         raise UserError("the model's chat template does not place the user message verbatim; use --no-chat-template.")
     before, after = rendered.split(_PLACEHOLDER)
-    return PromptFormat(tuple(encode(tokenizer, before)), tuple(encode(tokenizer, after)), chat=True)
+    return PromptFormat(tuple(encode(tokenizer, before)), tuple(encode(tokenizer, after)))
 
 
 def middle_truncate(content_ids: list[int], limit: int, n_leading_special: int = 0,

@@ -78,6 +78,8 @@ def test_auto_runs_an_adapter_with_a_trained_embedding_on_hf(tmp_path, demo_mode
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["backend"]["name"] == "hf" and manifest["backend"]["versions"]["peft"]
     assert manifest["adapter"]["rank"] == 8 and len(manifest["adapter"]["sha256"]) == 64
+    assert manifest["adapter"]["modules_to_save"] == ["embed_tokens"]
+    assert manifest["adapter"]["base_model"] == str(demo_model)
 
 
 def test_loglikelihood_is_the_sum_of_the_continuation_token_logprobs(hf):
