@@ -22,10 +22,12 @@ console = Console(stderr=True, soft_wrap=True)
 @app.command()
 def run(
     model: Annotated[str | None, typer.Option(help="Local checkpoint folder or hub id; default: demo model.")] = None,
-    adapter: Annotated[str | None, typer.Option(help="PEFT adapter folder to apply to the model.")] = None,
+    adapter: Annotated[str | None, typer.Option(help="PEFT adapter folder to apply to the model (--backend openai: "
+                                                     "or a served LoRA module name).")] = None,
     revision: Annotated[str | None, typer.Option(help="Hub revision of --model.")] = None,
     tasks: Annotated[str | None, typer.Option(help="Comma-separated tasks, e.g. needle,longbench.")] = None,
-    backend: Annotated[str | None, typer.Option(help="auto (vLLM where it starts, else hf), vllm or hf.")] = None,
+    backend: Annotated[str | None, typer.Option(help="auto (vLLM where it starts, else hf), vllm, hf or openai "
+                                                     "(a server, see --base-url).")] = None,
     max_length: Annotated[int | None, typer.Option(help="Window to open the model with (prompt + answer).")] = None,
     rope_theta: Annotated[float | None, typer.Option(help="Override the RoPE base (e.g. 200e6).")] = None,
     dtype: Annotated[str | None, typer.Option(help="auto, float32, bfloat16 or float16.")] = None,
@@ -43,6 +45,22 @@ def run(
                                                       "the bundled samples).")] = None,
     task_option: Annotated[list[str] | None, typer.Option(
         "--task-option", "-o", help="TASK.KEY=VALUE, e.g. needle.lengths=[1000,2000].")] = None,
+    base_url: Annotated[list[str] | None, typer.Option(
+        help="--backend openai: server URL, e.g. http://localhost:8000 (repeat, or comma list, for several).")] = None,
+    served_model: Annotated[str | None, typer.Option(help="--backend openai: model name on the server "
+                                                          "(default: the one it serves).")] = None,
+    served_adapter: Annotated[str | None, typer.Option(help="--backend openai: LoRA module name serving a local "
+                                                            "--adapter folder (default: the folder's name).")] = None,
+    api_key_env: Annotated[str | None, typer.Option(help="--backend openai: environment variable holding the "
+                                                         "API key (default OPENAI_API_KEY).")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="--backend openai: requests in flight per server "
+                                                         "(default 8).")] = None,
+    request_timeout: Annotated[float | None, typer.Option(help="--backend openai: seconds per request "
+                                                               "(default 600).")] = None,
+    max_retries: Annotated[int | None, typer.Option(help="--backend openai: retries per request, with "
+                                                         "exponential backoff (default 5).")] = None,
+    openai_api: Annotated[str | None, typer.Option(help="--backend openai: completions (token-exact, default) or "
+                                                        "chat (servers without /v1/completions).")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML file with the same settings; flags win.")] = None,
 ) -> None:
     """Run tasks on a model and write a run folder (manifest, samples, results, pictures)."""
@@ -52,7 +70,10 @@ def run(
     flags = dict(model=model, adapter=adapter, revision=revision, tasks=tasks, backend=backend, max_length=max_length,
                  rope_theta=rope_theta, dtype=dtype, out=out, run_id=run_id, limit=limit, chat_template=chat_template,
                  trust_remote_code=trust_remote_code, batch_size=batch_size,
-                 gpu_memory_utilization=gpu_memory_utilization, seed=seed, data_dir=data_dir)
+                 gpu_memory_utilization=gpu_memory_utilization, seed=seed, data_dir=data_dir,
+                 base_url=base_url or None, served_model=served_model, served_adapter=served_adapter,
+                 api_key_env=api_key_env, concurrency=concurrency, request_timeout=request_timeout,
+                 max_retries=max_retries, openai_api=openai_api)
     cfg = build_config(config, flags, task_option or [])
     run_dir = execute(cfg, console)
     _print_results(run_dir)

@@ -30,6 +30,15 @@ class RunConfig:
     gpu_memory_utilization: float | None = None
     seed: int = 0
     data_dir: str | None = None  # benchmark files in their official layout, for every task that reads data files
+    # --backend openai: servers of the OpenAI-compatible API (lceval.backends.openai)
+    base_url: list[str] | None = None  # one or more servers (data parallel); a comma list also works
+    served_model: str | None = None  # default: the one base model the server lists
+    served_adapter: str | None = None  # the LoRA module serving a local --adapter folder (default: its folder name)
+    api_key_env: str | None = None  # environment variable holding the API key (default OPENAI_API_KEY)
+    concurrency: int = 8  # requests in flight per server
+    request_timeout: float = 600.0  # seconds per request
+    max_retries: int = 5  # per request, with exponential backoff, on connection errors, 429 and 5xx
+    openai_api: str = "completions"  # or chat, for servers without /v1/completions (not token-exact)
     task_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -85,6 +94,8 @@ def build_config(config_file: Path | None, flags: dict[str, Any], task_options: 
     data.update({k: v for k, v in flags.items() if v is not None})
     if "tasks" in data:
         data["tasks"] = parse_tasks(data["tasks"])
+    if isinstance(data.get("base_url"), str):
+        data["base_url"] = [data["base_url"]]
     options = {name: dict(values or {}) for name, values in (data.get("task_options") or {}).items()}
     for text in task_options:
         task, option, value = parse_task_option(text)

@@ -19,6 +19,9 @@ DEMO_WINDOW = 2048
 DEMO_TASK_OPTIONS = {
     "needle": {"lengths": [256, 512, 1024, 1536, 1984], "num_depths": 5, "max_new_tokens": 32},
     "passkey": {"lengths": [256, 512, 1024, 1536, 1984], "num_depths": 5},
+    # Cases of 1-3 topics with one exchange per conversation fit the window (the longest is 1,943 tokens: the
+    # demo tokenizer takes about 3 tokens a word).
+    "topic": {"counts": [1, 2, 3], "cases": 4, "min_exchanges": 1, "max_exchanges": 1, "max_new_tokens": 32},
 }
 
 LLAMA3_STYLE_SPECIALS = [

@@ -11,7 +11,7 @@ import sys
 from rouge import Rouge
 
 # Pinned metric libraries, recorded in every manifest (they change scores).
-METRIC_LIBRARIES = ("rouge", "fuzzywuzzy", "jieba", "rouge-score")
+METRIC_LIBRARIES = ("rouge", "fuzzywuzzy", "jieba", "rouge-score", "lm-eval")
 
 
 def rouge_l_f1(prediction: str, reference: str, *, headroom: int | None = None) -> float:

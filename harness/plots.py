@@ -106,3 +106,45 @@ def write_needle_heatmaps(run_dir: Path, results: dict[str, Any], manifest: dict
         written += [plot_heatmap(run_dir / f"{stem}.png", lengths, depths, grid, title=title, metric=metric,
                                  training_length=training_length), csv_path]
     return written
+
+
+def plot_curve(path: Path, series: dict[str, tuple[list[float], list[float]]], *, title: str, xlabel: str,
+               ylabel: str = "Score", ylim: tuple[float, float] = (0.0, 1.0),
+               top_ticks: tuple[list[float], list[str]] | None = None, top_label: str | None = None) -> Path:
+    """Scores against a length axis, one line per series, on a fixed y range so that pictures compare by eye.
+
+    `top_ticks` labels points on a second x axis along the top (the topic count of each point, say), so the
+    plot can show both what was varied and what it cost in tokens.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.6), dpi=120)
+    markers = ["o", "s", "^", "D", "v", "P"]
+    colours = [HEATMAP_COLOURS[2], "#1f3b8f", HEATMAP_COLOURS[0], HEATMAP_COLOURS[1], "#6b6b6b", "#9b59b6"]
+    for i, (label, (xs, ys)) in enumerate(series.items()):
+        # Later series are drawn thinner, dashed and smaller on top, so that equal values stay visible.
+        ax.plot(xs, ys, marker=markers[i % len(markers)], color=colours[i % len(colours)], linewidth=2.2 - 0.5 * i,
+                linestyle="-" if i == 0 else "--", markersize=max(8 - 2 * i, 4), label=label, clip_on=False,
+                zorder=3 + i)
+    ax.set_ylim(*ylim)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}"))
+    ax.grid(True, color="#dddddd", linewidth=0.8)
+    ax.set_axisbelow(True)
+    if top_ticks is not None:
+        top = ax.twiny()
+        top.set_xlim(ax.get_xlim())
+        top.set_xticks(top_ticks[0], top_ticks[1], fontsize=8)
+        if top_label:
+            top.set_xlabel(top_label, fontsize=9)
+    ax.legend(loc="best", fontsize=8, frameon=False)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -23,12 +23,22 @@ class Registry(Generic[T]):
         self._builtin_modules = builtin_modules
         self._items: dict[str, T] = {}
         self._plugins: dict[str, EntryPoint] = {}
+        self._prefixes: dict[str, Callable[[str], T]] = {}
         self._discovered = False
 
     def register(self, name: str) -> Callable[[T], T]:
         def decorator(obj: T) -> T:
             self._items[name] = obj
             return obj
+
+        return decorator
+
+    def register_prefix(self, prefix: str) -> Callable[[Callable[[str], T]], Callable[[str], T]]:
+        """Names `PREFIX<name>` resolve to `maker(<name>)`: a family open-ended by name (lm-eval's tasks)."""
+
+        def decorator(maker: Callable[[str], T]) -> Callable[[str], T]:
+            self._prefixes[prefix] = maker
+            return maker
 
         return decorator
 
@@ -44,10 +54,16 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         self._discover()
-        return sorted({*self._items, *self._plugins})
+        return sorted({*self._items, *self._plugins, *(f"{prefix}<name>" for prefix in self._prefixes)})
 
     def get(self, name: str) -> T:
         self._discover()
+        for prefix, maker in self._prefixes.items():
+            if name.startswith(prefix) and name not in self._items:
+                if not name[len(prefix):]:
+                    raise UserError(f"{self.kind} {name!r} names no {prefix.rstrip(':')} {self.kind}; "
+                                    f"write {prefix}<name>.")
+                return maker(name[len(prefix):])
         if name not in self._items and name in self._plugins:
             ep = self._plugins.pop(name)
             try:

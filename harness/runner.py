@@ -12,7 +12,9 @@ from rich.console import Console
 from rich.markup import escape
 
 from lceval import demo, environment, registry
-from lceval.backends.base import Backend, BackendSettings, GenerationRequest, generation_eos
+from lceval.backends.base import Backend, BackendSettings, generation_eos
+from lceval.backends.openai import served_adapter_name, served_only_adapter
+from lceval.backends.openai import settings_extra as openai_settings
 from lceval.config import RunConfig
 from lceval.errors import UserError
 from lceval.model_files import (
@@ -85,6 +87,7 @@ def _fingerprint(cfg: RunConfig, model_hash: str, adapter_hash: str | None, max_
         "chat_template": cfg.chat_template,
         "seed": cfg.seed,
         "tasks": {t.name: {"version": t.version, "settings": t.settings()} for t in tasks},
+        "served_adapter": None if adapter_hash else served_adapter_name(cfg),  # --backend openai: a LoRA by name
     }
 
 
@@ -108,7 +111,7 @@ def plan(cfg: RunConfig, console: Console) -> Plan:
     if needs_remote_code(model.path) and not cfg.trust_remote_code:
         raise UserError(f"model {model.spec} ships its own code (auto_map in config.json); "
                         "pass --trust-remote-code only if you trust it.")
-    adapter = read_adapter(cfg.adapter) if cfg.adapter else None
+    adapter = read_adapter(cfg.adapter) if cfg.adapter and not served_only_adapter(cfg) else None
     window = model_window(model.path)
     max_length = cfg.max_length or window
     if max_length > window and cfg.rope_theta is None:
@@ -154,6 +157,7 @@ def plan(cfg: RunConfig, console: Console) -> Plan:
         "adapter": None if adapter is None else {"spec": cfg.adapter, "path": str(adapter.path),
                                                  "rank": adapter.rank, "base_model": adapter.base_model,
                                                  "modules_to_save": list(adapter.modules_to_save), **adapter_hash},
+        "served_adapter": served_adapter_name(cfg),
         "max_length": max_length,
         "tokenizer": {"sha256": tokenizer_hash(model.path),
                       "chat_template_sha256": hash_text(getattr(tokenizer, "chat_template", None)),
@@ -226,7 +230,8 @@ def execute(cfg: RunConfig, console: Console, backend: Backend | None = None) ->
             adapter_path=p.adapter.path if p.adapter else None, adapter_rank=p.adapter.rank if p.adapter else None,
             rope_theta=cfg.rope_theta, dtype=cfg.dtype, seed=cfg.seed, trust_remote_code=cfg.trust_remote_code,
             batch_size=cfg.batch_size, gpu_memory_utilization=cfg.gpu_memory_utilization,
-            extra={"adapter_modules_to_save": list(p.adapter.modules_to_save) if p.adapter else []},
+            extra={"adapter_modules_to_save": list(p.adapter.modules_to_save) if p.adapter else [],
+                   **openai_settings(cfg)},
         )
         lent = backend is not None
         backend = backend or open_backend(requested, settings, console)
@@ -246,19 +251,16 @@ def execute(cfg: RunConfig, console: Console, backend: Backend | None = None) ->
 
 
 def _generate(backend: Backend, todo: list[tuple[Task, Sample]], run: RunFolder, console: Console) -> int:
-    """Generate per task (all its prompts at once), scoring and appending each sample as it finishes."""
+    """Run each task's samples (all its prompts at once), appending each sample as it finishes."""
     count = 0
-    by_task: dict[str, list[tuple[Task, Sample]]] = {}
+    by_task: dict[str, tuple[Task, list[Sample]]] = {}
     for task, sample in todo:
-        by_task.setdefault(task.name, []).append((task, sample))
+        by_task.setdefault(task.name, (task, []))[1].append(sample)
     with run.open_for_append() as handle, sample_progress(console) as progress:
-        for name, items in by_task.items():
-            bar = progress.add_task(f"{name} on {backend.name}", total=len(items))
-            requests = [GenerationRequest(s.prompt_ids, s.max_new_tokens, tuple(s.stop_token_ids), s.min_new_tokens)
-                        for _, s in items]
+        for name, (task, samples) in by_task.items():
             started = time.monotonic()
-            for index, generation in backend.generate(requests):
-                task, sample = items[index]
+            for outcome in task.run(backend, samples, progress, run.path):
+                sample = outcome.sample
                 record = {
                     "task": task.name,
                     "task_version": task.version,
@@ -267,15 +269,14 @@ def _generate(backend: Backend, todo: list[tuple[Task, Sample]], run: RunFolder,
                     "prompt_tokens": len(sample.prompt_ids),
                     "meta": sample.meta,
                     "target": sample.target,
-                    "output": generation.text,
-                    "output_tokens": len(generation.token_ids),
-                    "finish_reason": generation.finish_reason,
-                    "scores": task.score(sample, generation.text),
+                    "output": outcome.output,
+                    "output_tokens": outcome.output_tokens,
+                    "finish_reason": outcome.finish_reason,
+                    "scores": outcome.scores,
                 }
                 run.append(record, handle)
                 count += 1
-                progress.advance(bar)
-            console.print(f"{name}: {len(items)} samples in {time.monotonic() - started:.1f} s")
+            console.print(f"{name}: {len(samples)} samples in {time.monotonic() - started:.1f} s")
     return count
 
 

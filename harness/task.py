@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
@@ -30,6 +31,17 @@ class Sample:
     meta: dict[str, Any] = field(default_factory=dict)
     stop_token_ids: list[int] = field(default_factory=list)  # empty: the model's own end tokens
     min_new_tokens: int = 0  # stop ids are ignored before this many new tokens (LongBench's samsum)
+
+
+@dataclass
+class Outcome:
+    """A finished sample: what the model answered and its scores (one line of samples.jsonl)."""
+
+    sample: Sample
+    output: str
+    scores: dict[str, Any]
+    output_tokens: int | None = None
+    finish_reason: str | None = None
 
 
 @dataclass
@@ -76,6 +88,23 @@ class Task(ABC):
     @abstractmethod
     def aggregate(self, records: list[dict[str, Any]]) -> dict[str, Any]:
         """Task results from its sample records (as written to samples.jsonl)."""
+
+    def run(self, backend: Any, samples: list[Sample], progress: Any, run_dir: Path) -> Iterator[Outcome]:
+        """Greedy generation for every sample at once, scored as each one finishes.
+
+        A task whose requests come from another evaluator (lm-eval) drives the backend itself here; `progress` is
+        the run's rich Progress, on which a task shows its own bars; `run_dir` the run folder, for a task's caches.
+        """
+        from lceval.backends.base import GenerationRequest
+
+        requests = [GenerationRequest(s.prompt_ids, s.max_new_tokens, tuple(s.stop_token_ids), s.min_new_tokens)
+                    for s in samples]
+        bar = progress.add_task(f"{self.name} on {backend.name}", total=len(samples))
+        for index, generation in backend.generate(requests):
+            sample = samples[index]
+            yield Outcome(sample, generation.text, self.score(sample, generation.text), len(generation.token_ids),
+                          generation.finish_reason)
+            progress.advance(bar)
 
     def after_run(self, run_dir: Path, results: dict[str, Any], manifest: dict[str, Any]) -> list[Path]:
         """Pictures and tables written beside the results; returns the files written."""

@@ -6,4 +6,6 @@ BUILTIN_TASK_MODULES = [
     "lceval.tasks.longbench",
     "lceval.tasks.longbench_v2",
     "lceval.tasks.infinitebench",
+    "lceval.tasks.lm_eval_tasks",
+    "lceval.tasks.topic",
 ]

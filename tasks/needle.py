@@ -40,6 +40,13 @@ def presets() -> dict[str, dict[str, Any]]:
     return yaml.safe_load(text)
 
 
+@cache
+def judge_rubric() -> dict[str, Any]:
+    """gkamradt's judge prompt: system message, 1-10 criteria and LangChain's template (data/needle_judge.yaml)."""
+    text = resources.files("lceval.tasks").joinpath("data/needle_judge.yaml").read_text(encoding="utf-8")
+    return yaml.safe_load(text)
+
+
 @dataclass
 class NeedleOptions:
     preset: str = "seed-paper"
@@ -64,6 +71,9 @@ class NeedleOptions:
     max_new_tokens: int = 50
     training_length: int | None = None
     key_seed: int = 0  # passkey: seed of the 5-digit key drawn for each cell ({key} in needle and answer)
+    judge_url: str | None = None  # an OpenAI-compatible server that rates each answer with gkamradt's 1-10 rubric
+    judge_model: str | None = None  # default: the one model the judge server serves
+    judge_api_key_env: str | None = None  # environment variable holding the judge's API key (default OPENAI_API_KEY)
 
     @classmethod
     def from_dict(cls, options: dict[str, Any]) -> NeedleOptions:
@@ -150,6 +160,13 @@ class NeedleTask(Task):
         self.opts = NeedleOptions.from_dict(self.options)
         self.lengths = length_grid(self.opts)
         self.depths = depth_grid(self.opts)
+        self._judge = None
+        if self.opts.judge_url:
+            from lceval.judge import Judge
+
+            self._judge = Judge(self.opts.judge_url, self.opts.judge_model, self.opts.judge_api_key_env,
+                                option=f"{self.name}.judge")
+            self.metrics = (*self.metrics, "judge")
 
     def settings(self) -> dict[str, Any]:
         resolved = asdict(self.opts)
@@ -215,10 +232,24 @@ class NeedleTask(Task):
 
     def score(self, sample: Sample, output: str) -> dict[str, float]:
         answers = [sample.target["answer"]] if sample.target["answer"] else []
-        return {
+        return self._judged(sample, output, {
             "rouge_l_f1": rouge_l_f1(output, sample.target["needle"]),
             "substring_match": substring_match(output, answers),
-        }
+        })
+
+    def _judged(self, sample: Sample, output: str, scores: dict[str, Any]) -> dict[str, Any]:
+        """Adds `judge`: the judge's 1-10 rating / 10 (0.1 to 1, the heatmaps' scale); None if it gave none."""
+        if self._judge is None:
+            return scores
+        from lceval.judge import parse_rating
+
+        rubric = judge_rubric()
+        prompt = rubric["template"].format(criteria=rubric["criteria"], reference=sample.target["needle"].strip(),
+                                           input=self.opts.question.strip(), prediction=output)
+        reply = self._judge.ask([{"role": "system", "content": rubric["system"]}, {"role": "user", "content": prompt}],
+                                rubric["max_tokens"])
+        rating = parse_rating(reply)
+        return {**scores, "judge": None if rating is None else rating / 10}
 
     def aggregate(self, records: list[dict[str, Any]]) -> dict[str, Any]:
         return aggregate_grid(records, self.metrics)
@@ -252,7 +283,8 @@ class PasskeyTask(NeedleTask):
     def score(self, sample: Sample, output: str) -> dict[str, float]:
         """Landmark's rule: the first integer of the output must be the key."""
         found = _FIRST_INTEGER.search(output)
-        return {"passkey_match": float(found is not None and found.group(0) == sample.target["answer"])}
+        return self._judged(sample, output,
+                            {"passkey_match": float(found is not None and found.group(0) == sample.target["answer"])})
 
 
 def _mean(values: list[float]) -> float:
@@ -265,8 +297,8 @@ def aggregate_grid(records: list[dict[str, Any]], metrics: tuple[str, ...] = MET
     for record in records:
         cells.setdefault((record["meta"]["length"], record["meta"]["depth"]), []).append(record)
 
-    def means(group: list[dict[str, Any]]) -> dict[str, float]:
-        return {m: _mean([r["scores"][m] for r in group]) for m in metrics}
+    def means(group: list[dict[str, Any]]) -> dict[str, float]:  # a judge's missing rating (None) is left out
+        return {m: _mean([r["scores"][m] for r in group if r["scores"].get(m) is not None]) for m in metrics}
 
     by_length: dict[int, list] = {}
     by_depth: dict[float, list] = {}

@@ -111,12 +111,13 @@ class VLLMBackend(Backend):
     def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[Loglikelihood]:
         """Prompt log-probabilities of context + continuation (one generated token, discarded).
 
-        Requests that ask for prompt logprobs do not read vLLM's prefix cache, so caching left on for generation
-        does not change these numbers.
+        Scoring requests skip reading the prefix cache (said explicitly; vLLM's default for prompt logprobs), so
+        caching left on for generation cannot change these numbers.
         """
         from vllm import SamplingParams, TokensPrompt
 
-        params = SamplingParams(temperature=0.0, max_tokens=1, prompt_logprobs=1, detokenize=False)
+        params = SamplingParams(temperature=0.0, max_tokens=1, prompt_logprobs=1, detokenize=False,
+                                skip_reading_prefix_cache=True)
         prompts = [TokensPrompt(prompt_token_ids=[*r.context_ids, *r.continuation_ids]) for r in requests]
         outputs = self.llm.generate(prompts, params, lora_request=self._lora, use_tqdm=False)
         results = []

@@ -1,0 +1,565 @@
+"""A model served over the OpenAI-compatible API (`vllm serve`): token ids in, token ids out, over HTTP.
+
+Prompts are still built from the local --model folder's tokenizer and sent as token-id lists to
+`/v1/completions`, and the server hands back the generated token ids (vLLM's `return_token_ids`), so that
+truncation, stop ids and decoding follow the same rules as the in-process backends (base.cut_at_stop,
+base.decode). Requests run concurrently over one or more servers from one asyncio loop in a background
+thread, so that finished samples are handed to the runner (and written) while the others are in flight. A
+server that stops answering is dropped and its pending requests go to the others; when none is left the run
+stops with a one-sentence error and what finished is already written.
+
+`--openai-api chat` sends `/v1/chat/completions` instead, for servers without a completions endpoint: the
+server applies its own chat template to the prompt's text, so prompts are no longer token-exact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import queue
+import threading
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lceval.backends.base import (
+    Backend,
+    BackendSettings,
+    Generation,
+    GenerationRequest,
+    Loglikelihood,
+    LoglikelihoodRequest,
+    cut_at_stop,
+    decode,
+)
+from lceval.errors import UserError
+from lceval.registry import backends
+
+DEFAULT_API_KEY_ENV = "OPENAI_API_KEY"
+DEFAULT_CONCURRENCY = 8
+DEFAULT_TIMEOUT_S = 600.0
+DEFAULT_MAX_RETRIES = 5
+APIS = ("completions", "chat")
+# Greedy, with every server-side default that could change a greedy choice set back to neutral: vLLM applies the
+# model's generation_config.json (repetition_penalty, temperature ...) to any field a request leaves out. The chat
+# API is the portable fallback, so it sends only fields of the OpenAI API itself.
+GREEDY_STANDARD = {"temperature": 0.0, "presence_penalty": 0.0, "frequency_penalty": 0.0}
+GREEDY = {**GREEDY_STANDARD, "repetition_penalty": 1.0}
+# Text the startup check tokenizes on the server and locally: a different tokenizer gives different ids.
+TOKENIZER_PROBE = "The quick brown fox jumps over the lazy dog 12345 times; San Francisco is sunny."
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Settings: what the run config says, as BackendSettings.extra
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def parse_base_urls(value: str | Sequence[str] | None) -> list[str]:
+    """Repeated --base-url flags and/or comma lists, each without a trailing slash or `/v1`."""
+    items = [value] if isinstance(value, str) else list(value or [])
+    urls = []
+    for item in items:
+        for part in str(item).split(","):
+            url = part.strip().rstrip("/")
+            url = url[: -len("/v1")] if url.endswith("/v1") else url
+            if url and url not in urls:
+                urls.append(url)
+    return urls
+
+
+def served_only_adapter(cfg) -> bool:
+    """With --backend openai, an --adapter that is not a local folder names a LoRA module the server serves."""
+    return cfg.backend == "openai" and bool(cfg.adapter) and not Path(cfg.adapter).expanduser().is_dir()
+
+
+def served_adapter_name(cfg) -> str | None:
+    """The served LoRA module for --adapter: --served-adapter, else the name given, else the local folder's name."""
+    if cfg.backend != "openai" or not cfg.adapter:
+        return None
+    if cfg.served_adapter:
+        return cfg.served_adapter
+    return cfg.adapter if served_only_adapter(cfg) else Path(cfg.adapter).expanduser().resolve().name
+
+
+def settings_extra(cfg) -> dict[str, Any]:
+    """The run settings this backend reads from BackendSettings.extra (nothing for other backends)."""
+    if cfg.backend != "openai":
+        return {}
+    return {"base_urls": parse_base_urls(cfg.base_url), "served_model": cfg.served_model,
+            "served_adapter": served_adapter_name(cfg), "api_key_env": cfg.api_key_env,
+            "concurrency": cfg.concurrency, "request_timeout": cfg.request_timeout, "max_retries": cfg.max_retries,
+            "openai_api": cfg.openai_api, "chat_template": cfg.chat_template}
+
+
+def read_api_key(env_name: str | None) -> str | None:
+    """The key from the named environment variable; OPENAI_API_KEY is optional, a variable named explicitly is not."""
+    name = env_name or DEFAULT_API_KEY_ENV
+    key = os.environ.get(name) or None
+    if key is None and env_name and env_name != DEFAULT_API_KEY_ENV:
+        raise UserError(f"environment variable {env_name} (--api-key-env) is not set; export the server's API key "
+                        "in it.")
+    return key
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The HTTP client: one per server, retries with exponential backoff, the key only in a header
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class ServerDown(Exception):
+    """A server did not answer (connection error, timeout, 429 or 5xx) after every retry."""
+
+    def __init__(self, url: str, reason: str):
+        super().__init__(f"{url}: {reason}")
+        self.url, self.reason = url, reason
+
+
+class RequestRefused(Exception):
+    """A server answered a request with an error that retrying cannot fix (4xx other than 429)."""
+
+    def __init__(self, url: str, path: str, status: int, message: str):
+        super().__init__(f"{url}{path} answered {status}: {message}")
+        self.url, self.path, self.status, self.message = url, path, status, message
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_retries: int = DEFAULT_MAX_RETRIES
+    timeout: float = DEFAULT_TIMEOUT_S  # seconds, per request (connect, each read, write)
+    backoff: float = 0.5  # first wait; doubled after every failed try, up to `cap`
+    cap: float = 30.0
+
+    def delay(self, attempt: int) -> float:
+        return min(self.backoff * 2**attempt, self.cap)
+
+
+def _retryable(status: int) -> bool:
+    return status == 429 or status >= 500
+
+
+def _error_message(response) -> str:
+    try:
+        body = response.json()
+        error = body.get("error", body) if isinstance(body, dict) else body
+        message = error.get("message", error) if isinstance(error, dict) else error
+    except ValueError:
+        message = response.text
+    return " ".join(str(message).split())[:300]
+
+
+class ApiClient:
+    """One OpenAI-compatible server. Used only from the loop thread of its LoopThread."""
+
+    def __init__(self, base_url: str, api_key: str | None, policy: RetryPolicy, max_connections: int):
+        import httpx
+
+        self.url = base_url
+        self.policy = policy
+        self.down = False  # set once it failed every retry: no new work goes to it in this run
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.AsyncClient(base_url=base_url, headers=headers, timeout=policy.timeout,
+                                       limits=httpx.Limits(max_connections=max_connections))
+
+    async def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        """The JSON answer; retries connection errors, timeouts, 429 and 5xx, then raises ServerDown."""
+        import httpx
+
+        reason = "no try was made"
+        for attempt in range(self.policy.max_retries + 1):
+            if self.down:
+                raise ServerDown(self.url, "stopped answering earlier in this run")
+            if attempt:
+                await asyncio.sleep(self.policy.delay(attempt - 1))
+            try:
+                response = await self._http.request(method, path, json=body)
+            except httpx.TransportError as err:
+                reason = f"{type(err).__name__} {err}".strip()
+                continue
+            if response.status_code < 400:
+                try:
+                    return response.json()
+                except ValueError:
+                    raise RequestRefused(self.url, path, response.status_code, "the answer is not JSON") from None
+            if not _retryable(response.status_code):
+                raise RequestRefused(self.url, path, response.status_code, _error_message(response))
+            reason = f"HTTP {response.status_code} {_error_message(response)}"
+        raise ServerDown(self.url, f"{reason} (after {self.policy.max_retries} retries)")
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+
+class LoopThread:
+    """One asyncio loop in a daemon thread: requests stay in flight while the caller writes and scores results."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="lceval-http", daemon=True)
+        self._thread.start()
+
+    def submit(self, coro: Awaitable[Any]) -> Future:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def run(self, coro: Awaitable[Any]) -> Any:
+        """Run a coroutine on the loop and wait for its result (its exception is raised here)."""
+        future = self.submit(coro)
+        try:
+            return future.result()
+        finally:
+            future.cancel()
+
+    def close(self) -> None:
+        if self.loop.is_closed():
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+        if not self._thread.is_alive():
+            self.loop.close()
+
+
+def refused(err: RequestRefused, what: str) -> UserError:
+    """A request a server refused, as one sentence naming the server and what to do."""
+    if err.status in (401, 403):
+        return UserError(f"server {err.url} refused the API key ({err.status}: {err.message}); put the server's key "
+                         f"in ${DEFAULT_API_KEY_ENV} or in the variable named by --api-key-env.")
+    return UserError(f"server {err.url} refused {what} ({err.status}: {err.message}); check the server's settings "
+                     "(--max-model-len, --lora-modules) against the run's.")
+
+
+async def spread(clients: list[ApiClient], n: int, concurrency: int,
+                 call: Callable[[ApiClient, int], Awaitable[Any]], emit: Callable[[int, Any], None]) -> None:
+    """call(client, i) for i in range(n), `concurrency` at a time per live server; emit(i, result) as each ends.
+
+    A server that fails every retry is dropped and its requests go back in the queue for the others; when no
+    server is left, ServerDown is raised naming them all.
+    """
+    todo: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(n):
+        todo.put_nowait(i)
+    left = n
+    over = asyncio.Event()
+    failures: list[Exception] = []
+
+    async def worker(client: ApiClient) -> None:
+        nonlocal left
+        while not client.down and left:
+            i = await todo.get()
+            try:
+                result = await call(client, i)
+            except ServerDown as err:
+                todo.put_nowait(i)
+                if not client.down:
+                    client.down = True
+                    failures.append(err)
+                if all(c.down for c in clients):
+                    over.set()
+                return
+            except Exception as err:  # a refused request or a bug: stop the whole call
+                failures.append(err)
+                over.set()
+                return
+            emit(i, result)
+            left -= 1
+            if not left:
+                over.set()
+
+    if n == 0:
+        return
+    workers = [asyncio.create_task(worker(c)) for c in clients if not c.down for _ in range(concurrency)]
+    if not workers:
+        raise ServerDown(", ".join(c.url for c in clients), "no server is up")
+    try:
+        await over.wait()
+    finally:
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+    if left:
+        other = [f for f in failures if not isinstance(f, ServerDown)]
+        if other:
+            raise other[0]
+        raise ServerDown("; ".join(f"{f.url} ({f.reason})" for f in failures), "every server stopped answering")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The served model: which name to ask for, checked on every server at startup
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def pick_model(url: str, models: list[dict[str, Any]], wanted: str | None) -> dict[str, Any]:
+    """The model card to send requests to: `wanted`, or the server's one base model (LoRA modules have a parent)."""
+    names = [m.get("id") for m in models]
+    if wanted is not None:
+        for card in models:
+            if card.get("id") == wanted:
+                return card
+        raise UserError(f"server {url} does not serve model {wanted!r}; it serves {', '.join(map(str, names))}.")
+    bases = [m for m in models if not m.get("parent")]
+    if len(bases) != 1:
+        raise UserError(f"server {url} serves {len(bases)} base models ({', '.join(str(m.get('id')) for m in bases)});"
+                        " name one with --served-model.")
+    return bases[0]
+
+
+@dataclass
+class ServerInfo:
+    url: str
+    model: dict[str, Any]  # the model card of the base model
+    adapter: dict[str, Any] | None  # the LoRA module's card
+    version: str | None
+
+
+@backends.register("openai")
+class OpenAIBackend(Backend):
+    """A model served over the OpenAI-compatible API (vllm serve): token-id prompts, several servers, LoRA by name."""
+
+    name = "openai"
+
+    def __init__(self, settings: BackendSettings):
+        super().__init__(settings)
+        from transformers import AutoTokenizer
+
+        extra = settings.extra
+        self.urls = parse_base_urls(extra.get("base_urls"))
+        if not self.urls:
+            raise UserError("--backend openai needs the server's address: pass --base-url http://HOST:PORT "
+                            "(repeat it for several servers).")
+        self.api = extra.get("openai_api") or "completions"
+        if self.api not in APIS:
+            raise UserError(f"--openai-api {self.api!r} must be one of {', '.join(APIS)}.")
+        if self.api == "chat" and extra.get("chat_template", True):
+            raise UserError("--openai-api chat applies the server's chat template to the prompt; pass "
+                            "--no-chat-template so that lceval does not apply one as well.")
+        self.concurrency = int(extra.get("concurrency") or DEFAULT_CONCURRENCY)
+        if self.concurrency < 1:
+            raise UserError(f"--concurrency {self.concurrency} must be at least 1.")
+        self.policy = RetryPolicy(max_retries=int(extra.get("max_retries", DEFAULT_MAX_RETRIES)),
+                                  timeout=float(extra.get("request_timeout") or DEFAULT_TIMEOUT_S))
+        self.api_key_env = extra.get("api_key_env")
+        key = read_api_key(self.api_key_env)
+        self._sends_key = key is not None
+        self.tokenizer = AutoTokenizer.from_pretrained(settings.model_path,
+                                                       trust_remote_code=settings.trust_remote_code)
+        self._loop = LoopThread()
+        self.clients = [ApiClient(url, key, self.policy, self.concurrency) for url in self.urls]
+        try:
+            self.servers = self._loop.run(self._connect(extra.get("served_model"), extra.get("served_adapter")))
+        except BaseException:
+            self.close()
+            raise
+        first = self.servers[0]
+        self.served_model = first.model["id"]
+        self.request_model = first.adapter["id"] if first.adapter else self.served_model
+        dropped = [c.url for c in self.clients if c.down]
+        self.unreachable_at_start = dropped
+        if dropped:
+            from rich.console import Console
+
+            Console(stderr=True).print(f"[yellow]backend openai: no answer from {', '.join(dropped)}; "
+                                       f"using {', '.join(s.url for s in self.servers)}.[/]")
+
+    # -- startup ---------------------------------------------------------------------------------------------------
+
+    async def _connect(self, wanted_model: str | None, adapter: str | None) -> list[ServerInfo]:
+        """Ask every server what it serves; drop those that do not answer; check the rest agree with the run."""
+        answers = await asyncio.gather(*(self._probe(c) for c in self.clients), return_exceptions=True)
+        servers: list[ServerInfo] = []
+        for client, answer in zip(self.clients, answers, strict=True):
+            if isinstance(answer, ServerDown):
+                client.down = True
+                continue
+            if isinstance(answer, RequestRefused):
+                raise refused(answer, "to list its models (/v1/models)")
+            if isinstance(answer, BaseException):
+                raise answer
+            models, version = answer
+            servers.append(self._check_server(client.url, models, version, wanted_model, adapter))
+        if not servers:
+            reasons = "; ".join(f"{a.reason}" for a in answers if isinstance(a, ServerDown))
+            raise UserError(f"no OpenAI-compatible server answers at {', '.join(self.urls)} ({reasons}); start it "
+                            "(vllm serve MODEL --port PORT) or correct --base-url.")
+        names = {s.model["id"] for s in servers}
+        if len(names) > 1:
+            raise UserError(f"the servers serve different models ({', '.join(sorted(names))}); name one with "
+                            "--served-model or give only servers of the same model.")
+        for server in servers:
+            await self._check_tokenizer(server)
+        return servers
+
+    async def _probe(self, client: ApiClient) -> tuple[list[dict[str, Any]], str | None]:
+        models = (await client.request("GET", "/v1/models")).get("data") or []
+        try:
+            version = (await client.request("GET", "/version")).get("version")
+        except RequestRefused:
+            version = None  # not a vLLM server: no /version
+        return models, version
+
+    def _check_server(self, url: str, models: list[dict[str, Any]], version: str | None, wanted: str | None,
+                      adapter: str | None) -> ServerInfo:
+        model = pick_model(url, models, wanted)
+        window = model.get("max_model_len")
+        if window is not None and int(window) < self.settings.max_length:
+            raise UserError(f"server {url} serves {model['id']} with a window of {window} tokens, less than the run's "
+                            f"{self.settings.max_length}; restart it with --max-model-len {self.settings.max_length} "
+                            "or lower --max-length.")
+        card = None
+        if adapter is not None:
+            card = next((m for m in models if m.get("id") == adapter), None)
+            if card is None:
+                raise UserError(f"server {url} serves no LoRA module {adapter!r}; start it with --enable-lora "
+                                f"--lora-modules {adapter}=ADAPTER_FOLDER, or name a served one with --adapter.")
+        return ServerInfo(url, model, card, version)
+
+    async def _check_tokenizer(self, server: ServerInfo) -> None:
+        """The served model must tokenize like the local --model, or prompts in ids mean something else there."""
+        from lceval.prompting import encode
+
+        client = next(c for c in self.clients if c.url == server.url)
+        body = {"model": server.model["id"], "prompt": TOKENIZER_PROBE, "add_special_tokens": False}
+        try:
+            answer = await client.request("POST", "/tokenize", body)
+        except RequestRefused:
+            return  # not a vLLM server: no /tokenize to compare with
+        if answer.get("tokens") != encode(self.tokenizer, TOKENIZER_PROBE):
+            raise UserError(f"server {server.url} serves {server.model['id']} with another tokenizer than the local "
+                            f"--model {self.settings.model_path}; point --model at the served checkpoint's folder.")
+
+    # -- requests --------------------------------------------------------------------------------------------------
+
+    def _live(self) -> list[ApiClient]:
+        return [c for c in self.clients if not c.down]
+
+    def _completion_body(self, request: GenerationRequest) -> dict[str, Any]:
+        return {"model": self.request_model, "prompt": list(request.prompt_ids), "max_tokens": request.max_new_tokens,
+                "min_tokens": request.min_new_tokens, "stop_token_ids": list(request.stop_token_ids),
+                "return_token_ids": True, **GREEDY}
+
+    def _chat_body(self, request: GenerationRequest) -> dict[str, Any]:
+        text = decode(self.tokenizer, list(request.prompt_ids))
+        return {"model": self.request_model, "messages": [{"role": "user", "content": text}],
+                "max_tokens": request.max_new_tokens, **GREEDY_STANDARD}
+
+    async def _generate_one(self, client: ApiClient, request: GenerationRequest) -> list[int]:
+        """The generated token ids, as the server returns them (stop ids included, cut later)."""
+        from lceval.prompting import encode
+
+        path, body = ("/v1/completions", self._completion_body(request)) if self.api == "completions" else \
+            ("/v1/chat/completions", self._chat_body(request))
+        try:
+            choice = (await client.request("POST", path, body))["choices"][0]
+        except RequestRefused as err:
+            raise refused(err, "a generation request") from None
+        if choice.get("token_ids") is not None:
+            return [int(t) for t in choice["token_ids"]]
+        if self.api == "chat":  # a server without vLLM's return_token_ids: the text is all there is
+            return encode(self.tokenizer, choice["message"]["content"] or "")
+        raise UserError(f"server {client.url} returns no generated token ids (vLLM's return_token_ids); serve the "
+                        "model with a recent vLLM, or use --openai-api chat (not token-exact).")
+
+    def _run(self, n: int, call: Callable[[ApiClient, int], Awaitable[Any]]) -> Iterator[tuple[int, Any]]:
+        """Results of call over all servers, in the order they finish, handed over from the loop thread."""
+        out: queue.Queue = queue.Queue()
+        done = object()
+
+        async def feed() -> None:
+            try:
+                await spread(self._live() or self.clients, n, self.concurrency, call, lambda i, r: out.put((i, r)))
+            except Exception as err:  # handed to the consumer, after every result that came before it
+                out.put(err)
+            else:
+                out.put(done)
+
+        future = self._loop.submit(feed())
+        try:
+            while True:
+                try:
+                    item = out.get(timeout=0.5)
+                except queue.Empty:
+                    continue
+                if item is done:
+                    return
+                if isinstance(item, ServerDown):
+                    raise UserError(f"no server is left to answer ({item.url}); the samples that finished are "
+                                    "written, so restart a server and rerun with the same --run-id to continue.")
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            future.cancel()  # the consumer stopped early (an error, Ctrl-C): drop what is in flight
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> Iterator[tuple[int, Generation]]:
+        async def call(client: ApiClient, i: int) -> list[int]:
+            return await self._generate_one(client, requests[i])
+
+        for index, token_ids in self._run(len(requests), call):
+            request = requests[index]
+            ids, reason = cut_at_stop(token_ids, request.stop_token_ids, request.min_new_tokens)
+            yield index, Generation(ids, decode(self.tokenizer, ids), reason)
+
+    def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[Loglikelihood]:
+        """vLLM's prompt_logprobs of context + continuation (one generated token, discarded), as in-process."""
+        if self.api != "completions":
+            raise UserError("log-likelihood needs the completions API; drop --openai-api chat.")
+
+        async def call(client: ApiClient, i: int) -> Loglikelihood:
+            request = requests[i]
+            body = {"model": self.request_model, "prompt": [*request.context_ids, *request.continuation_ids],
+                    "max_tokens": 1, "prompt_logprobs": 0, **GREEDY}
+            try:
+                choice = (await client.request("POST", "/v1/completions", body))["choices"][0]
+            except RequestRefused as err:
+                raise refused(err, "a log-likelihood request") from None
+            return continuation_loglikelihood(client.url, choice.get("prompt_logprobs"), request.continuation_ids)
+
+        results: dict[int, Loglikelihood] = dict(self._run(len(requests), call))
+        return [results[i] for i in range(len(requests))]
+
+    # -- identity and close ----------------------------------------------------------------------------------------
+
+    def identity(self) -> dict[str, Any]:
+        import httpx
+
+        versions = {"server": sorted({s.version or "unknown" for s in self.servers}), "httpx": httpx.__version__}
+        first = self.servers[0]
+        return {
+            "name": self.name,
+            "versions": versions,
+            "base_urls": self.urls,
+            "unreachable_at_start": self.unreachable_at_start,
+            "api": self.api,
+            "served_model": self.served_model,
+            "served_model_root": first.model.get("root"),
+            "served_adapter": first.adapter["id"] if first.adapter else None,
+            "served_adapter_root": first.adapter.get("root") if first.adapter else None,
+            "max_model_len": first.model.get("max_model_len"),
+            "concurrency": self.concurrency,
+            "max_retries": self.policy.max_retries,
+            "request_timeout": self.policy.timeout,
+            "api_key_env": (self.api_key_env or DEFAULT_API_KEY_ENV) if self._sends_key else None,
+        }
+
+    def close(self) -> None:
+        loop = getattr(self, "_loop", None)
+        if loop is None:
+            return
+        async def close_clients() -> None:
+            await asyncio.gather(*(c.aclose() for c in getattr(self, "clients", [])), return_exceptions=True)
+
+        try:
+            loop.run(close_clients())
+        finally:
+            loop.close()
+            self._loop = None
+
+
+def continuation_loglikelihood(url: str, prompt_logprobs: list[dict[str, Any] | None] | None,
+                               continuation_ids: list[int]) -> Loglikelihood:
+    """Sum of the continuation's prompt logprobs; greedy when each of its tokens has rank 1 (as in-process)."""
+    if not prompt_logprobs:
+        raise UserError(f"server {url} returns no prompt_logprobs (a vLLM extension); score log-likelihoods on a "
+                        "vLLM server or with --backend vllm or hf.")
+    n = len(continuation_ids)
+    chosen = [position[str(token)] for position, token in zip(prompt_logprobs[-n:], continuation_ids, strict=True)]
+    return Loglikelihood(sum(float(c["logprob"]) for c in chosen), all(int(c["rank"]) == 1 for c in chosen))
