@@ -41,6 +41,8 @@ def run(
     batch_size: Annotated[int | None, typer.Option(help="Batch size of the hf backend.")] = None,
     gpu_memory_utilization: Annotated[float | None, typer.Option(help="vLLM memory share (CPU: of host RAM).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the engine.")] = None,
+    num_fewshot: Annotated[int | None, typer.Option(help="Few-shot examples for mmlu and lm-eval:<name> tasks "
+                                                         "(mmlu default 0, the seed paper's).")] = None,
     data_dir: Annotated[str | None, typer.Option(help="Benchmark files in their official layout (default: "
                                                       "the bundled samples).")] = None,
     task_option: Annotated[list[str] | None, typer.Option(
@@ -70,7 +72,7 @@ def run(
     flags = dict(model=model, adapter=adapter, revision=revision, tasks=tasks, backend=backend, max_length=max_length,
                  rope_theta=rope_theta, dtype=dtype, out=out, run_id=run_id, limit=limit, chat_template=chat_template,
                  trust_remote_code=trust_remote_code, batch_size=batch_size,
-                 gpu_memory_utilization=gpu_memory_utilization, seed=seed, data_dir=data_dir,
+                 gpu_memory_utilization=gpu_memory_utilization, seed=seed, data_dir=data_dir, num_fewshot=num_fewshot,
                  base_url=base_url or None, served_model=served_model, served_adapter=served_adapter,
                  api_key_env=api_key_env, concurrency=concurrency, request_timeout=request_timeout,
                  max_retries=max_retries, openai_api=openai_api)

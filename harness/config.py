@@ -30,6 +30,7 @@ class RunConfig:
     gpu_memory_utilization: float | None = None
     seed: int = 0
     data_dir: str | None = None  # benchmark files in their official layout, for every task that reads data files
+    num_fewshot: int | None = None  # for every task that takes few-shot examples (mmlu, lm-eval:<name>)
     # --backend openai: servers of the OpenAI-compatible API (lceval.backends.openai)
     base_url: list[str] | None = None  # one or more servers (data parallel); a comma list also works
     served_model: str | None = None  # default: the one base model the server lists

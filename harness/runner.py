@@ -60,6 +60,8 @@ def _make_tasks(cfg: RunConfig, is_demo: bool) -> list[Task]:
         factory = registry.tasks.get(name)
         if cfg.data_dir and getattr(factory, "reads_data_dir", False):
             options.setdefault("data_dir", cfg.data_dir)
+        if cfg.num_fewshot is not None and getattr(factory, "takes_num_fewshot", False):
+            options.setdefault("num_fewshot", cfg.num_fewshot)
         tasks.append(factory(options))
     unused = sorted(set(cfg.task_options) - set(cfg.tasks))
     if unused:

@@ -297,6 +297,7 @@ def lm_eval_task(lm_eval_name: str):
         return LmEvalTask(lm_eval_name, options)
 
     factory.description = f"lm-eval's task {lm_eval_name} through the lceval backend"
+    factory.takes_num_fewshot = True
     return factory
 
 
@@ -308,4 +309,5 @@ def _mmlu(options=None) -> LmEvalTask:
 
 _mmlu.description = MMLU_DESCRIPTION
 _mmlu.reads_data_dir = True
+_mmlu.takes_num_fewshot = True
 tasks.register("mmlu")(_mmlu)

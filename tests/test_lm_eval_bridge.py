@@ -235,3 +235,14 @@ def test_unknown_lm_eval_task_is_one_sentence(lceval_cmd, cli_env, tmp_path):
     assert proc.stderr.strip().splitlines() == [
         "error: lm-eval has no task, group or tag 'no_such_task_here'; `python -m lm_eval ls tasks` lists them."]
     assert not any(tmp_path.iterdir())
+
+
+def test_num_fewshot_flag_reaches_lm_eval_tasks(demo_model, tmp_path):
+    run_dir = execute(RunConfig(tasks=["mmlu"], backend="hf", out=str(tmp_path), run_id="five", num_fewshot=5,
+                                limit=3), QUIET)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "partial"
+    assert set(manifest["tasks"]["mmlu"]["settings"]["num_fewshot"].values()) == {5}
+    task = json.loads((run_dir / "results.json").read_text())["tasks"]["mmlu"]
+    assert task["n_samples"] == 3 and task["num_fewshot"] == 5
+    assert "by_category" not in task  # a category score needs every subject
