@@ -148,7 +148,7 @@ def score(
     console.print(f"wrote {path}")
 
 
-BREAKDOWNS = ("by_length", "by_category", "by_dataset", "by_task", "by_dataset_bucket", "by_difficulty",
+BREAKDOWNS = ("by_length", "by_count", "by_category", "by_dataset", "by_task", "by_dataset_bucket", "by_difficulty",
               "by_length_bucket")
 
 
@@ -179,6 +179,11 @@ def _number(value) -> str:
 def _stdout() -> Console:
     """Tables on stdout, at full width when piped (rich would cut them to 80 columns)."""
     return Console() if sys.stdout.isatty() or "COLUMNS" in os.environ else Console(width=160)
+
+
+from lceval.training.cli import register as _register_training  # noqa: E402
+
+_register_training(app)
 
 
 def main() -> None:

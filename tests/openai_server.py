@@ -31,6 +31,7 @@ class VLLMServer:
 
     def __init__(self, model: Path, log: Path, *, lora: dict[str, Path] | None = None, api_key: str | None = None,
                  memory: float = 0.15):
+        self.model = model
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
@@ -70,15 +71,15 @@ class VLLMServer:
         self.process.wait(timeout=30)
 
     def stop(self) -> None:
+        """SIGTERM to the API server (it shuts its engine down), then SIGKILL to whatever is left of the group."""
         if self.process.poll() is None:
-            self._signal(signal.SIGTERM)
+            self.process.terminate()
             try:
                 self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                self._signal(signal.SIGKILL)
-                self.process.wait(timeout=30)
-        else:  # the API server is gone; its engine process may not be
-            self._signal(signal.SIGKILL)
+                pass
+        self._signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
 
     def _signal(self, sig: int) -> None:
         try:

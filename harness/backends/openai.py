@@ -76,7 +76,12 @@ def served_only_adapter(cfg) -> bool:
 
 def served_adapter_name(cfg) -> str | None:
     """The served LoRA module for --adapter: --served-adapter, else the name given, else the local folder's name."""
-    if cfg.backend != "openai" or not cfg.adapter:
+    if cfg.backend != "openai":
+        return None
+    if not cfg.adapter:
+        if cfg.served_adapter:
+            raise UserError(f"--served-adapter {cfg.served_adapter} names the served module of a local --adapter "
+                            "folder; to run a served LoRA module by name, pass it to --adapter instead.")
         return None
     if cfg.served_adapter:
         return cfg.served_adapter
@@ -219,13 +224,13 @@ class LoopThread:
             self.loop.close()
 
 
-def refused(err: RequestRefused, what: str) -> UserError:
+def refused(err: RequestRefused, what: str,
+            todo: str = "check the server's settings (--max-model-len, --lora-modules) against the run's") -> UserError:
     """A request a server refused, as one sentence naming the server and what to do."""
     if err.status in (401, 403):
         return UserError(f"server {err.url} refused the API key ({err.status}: {err.message}); put the server's key "
                          f"in ${DEFAULT_API_KEY_ENV} or in the variable named by --api-key-env.")
-    return UserError(f"server {err.url} refused {what} ({err.status}: {err.message}); check the server's settings "
-                     "(--max-model-len, --lora-modules) against the run's.")
+    return UserError(f"server {err.url} refused {what} ({err.status}: {err.message}); {todo}.")
 
 
 async def spread(clients: list[ApiClient], n: int, concurrency: int,
@@ -335,8 +340,11 @@ class OpenAIBackend(Backend):
         self.concurrency = int(extra.get("concurrency") or DEFAULT_CONCURRENCY)
         if self.concurrency < 1:
             raise UserError(f"--concurrency {self.concurrency} must be at least 1.")
-        self.policy = RetryPolicy(max_retries=int(extra.get("max_retries", DEFAULT_MAX_RETRIES)),
+        retries = extra.get("max_retries")
+        self.policy = RetryPolicy(max_retries=DEFAULT_MAX_RETRIES if retries is None else int(retries),
                                   timeout=float(extra.get("request_timeout") or DEFAULT_TIMEOUT_S))
+        if self.policy.max_retries < 0:
+            raise UserError(f"--max-retries {self.policy.max_retries} must be 0 or more.")
         self.api_key_env = extra.get("api_key_env")
         key = read_api_key(self.api_key_env)
         self._sends_key = key is not None
@@ -371,7 +379,8 @@ class OpenAIBackend(Backend):
                 client.down = True
                 continue
             if isinstance(answer, RequestRefused):
-                raise refused(answer, "to list its models (/v1/models)")
+                raise refused(answer, "to list its models (/v1/models)",
+                              "is it an OpenAI-compatible server? correct --base-url")
             if isinstance(answer, BaseException):
                 raise answer
             models, version = answer
@@ -420,8 +429,8 @@ class OpenAIBackend(Backend):
         body = {"model": server.model["id"], "prompt": TOKENIZER_PROBE, "add_special_tokens": False}
         try:
             answer = await client.request("POST", "/tokenize", body)
-        except RequestRefused:
-            return  # not a vLLM server: no /tokenize to compare with
+        except (RequestRefused, ServerDown):
+            return  # not a vLLM server (no /tokenize to compare with), or gone: then its first request says so
         if answer.get("tokens") != encode(self.tokenizer, TOKENIZER_PROBE):
             raise UserError(f"server {server.url} serves {server.model['id']} with another tokenizer than the local "
                             f"--model {self.settings.model_path}; point --model at the served checkpoint's folder.")
