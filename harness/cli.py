@@ -40,6 +40,8 @@ def run(
                                                            help="Allow code shipped in the model folder.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Batch size of the hf backend.")] = None,
     gpu_memory_utilization: Annotated[float | None, typer.Option(help="vLLM memory share (CPU: of host RAM).")] = None,
+    tensor_parallel_size: Annotated[int | None, typer.Option(help="--backend vllm: split the model over this "
+                                                                  "many GPUs (vLLM tensor parallelism).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the engine.")] = None,
     num_fewshot: Annotated[int | None, typer.Option(help="Few-shot examples for mmlu and lm-eval:<name> tasks "
                                                          "(mmlu default 0, the seed paper's).")] = None,
@@ -72,7 +74,8 @@ def run(
     flags = dict(model=model, adapter=adapter, revision=revision, tasks=tasks, backend=backend, max_length=max_length,
                  rope_theta=rope_theta, dtype=dtype, out=out, run_id=run_id, limit=limit, chat_template=chat_template,
                  trust_remote_code=trust_remote_code, batch_size=batch_size,
-                 gpu_memory_utilization=gpu_memory_utilization, seed=seed, data_dir=data_dir, num_fewshot=num_fewshot,
+                 gpu_memory_utilization=gpu_memory_utilization, tensor_parallel_size=tensor_parallel_size, seed=seed,
+                 data_dir=data_dir, num_fewshot=num_fewshot,
                  base_url=base_url or None, served_model=served_model, served_adapter=served_adapter,
                  api_key_env=api_key_env, concurrency=concurrency, request_timeout=request_timeout,
                  max_retries=max_retries, openai_api=openai_api)
@@ -106,14 +109,24 @@ def show(run_dir: Path) -> None:
 
 @app.command()
 def heatmap(
-    run_dir: Path,
+    run_dirs: Annotated[list[Path], typer.Argument(help="A run folder, or two to show side by side.")],
     task: Annotated[str, typer.Option(help="The needle-style task of the run.")] = "needle",
     training_length: Annotated[int | None, typer.Option(help="Draw a dashed line at this length.")] = None,
+    diff: Annotated[bool, typer.Option("--diff", help="Two runs: add the difference map (second - first).")] = False,
+    out: Annotated[Path | None, typer.Option(help="Two runs: folder for the pictures (default: the second run's).")]
+    = None,
 ) -> None:
-    """Write the needle heatmaps (PNG) and grids (CSV) of a run folder."""
+    """Write the needle heatmaps (PNG) and grids (CSV) of a run folder, or compare two runs' heatmaps."""
     from lceval.plots import write_needle_heatmaps
     from lceval.results import RunFolder
 
+    if len(run_dirs) > 1 or diff:
+        from lceval.cli_compare import heatmap_comparison
+
+        for path in heatmap_comparison(run_dirs, task, diff, out):
+            console.print(f"wrote {path}")
+        return
+    run_dir = run_dirs[0]
     folder = RunFolder(run_dir)
     results, manifest = folder.results(), folder.manifest()
     if task not in results.get("tasks", {}):
@@ -184,6 +197,11 @@ def _stdout() -> Console:
 from lceval.training.cli import register as _register_training  # noqa: E402
 
 _register_training(app)
+
+
+from lceval.cli_compare import register as _register_compare  # noqa: E402
+
+_register_compare(app)  # compare, gate, report
 
 
 def main() -> None:

@@ -28,6 +28,7 @@ class RunConfig:
     trust_remote_code: bool = False
     batch_size: int = 8
     gpu_memory_utilization: float | None = None
+    tensor_parallel_size: int = 1  # --backend vllm: split the model over this many GPUs of this machine
     seed: int = 0
     data_dir: str | None = None  # benchmark files in their official layout, for every task that reads data files
     num_fewshot: int | None = None  # for every task that takes few-shot examples (mmlu, lm-eval:<name>)

@@ -148,3 +148,95 @@ def plot_curve(path: Path, series: dict[str, tuple[list[float], list[float]]], *
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+# --------------------------------------------------------------------------- comparisons: panels, differences, bars
+
+DIFF_CMAP = "RdBu"  # diverging: red where the candidate is worse, white at no change, blue where it is better
+
+
+def grid_on_axes(cells: list[dict[str, Any]], metric: str, lengths: list[int], depths: list[float]) -> np.ndarray:
+    """A depth x length matrix of the metric on given axes (NaN where the run has no such cell)."""
+    grid = np.full((len(depths), len(lengths)), np.nan)
+    for c in cells:
+        if c["length"] in lengths and c["depth"] in depths and c.get(metric) is not None:
+            grid[depths.index(c["depth"]), lengths.index(c["length"])] = c[metric]
+    return grid
+
+
+def _annotate(ax, grid: np.ndarray, signed: bool) -> None:
+    if grid.size > 400:
+        return
+    for (row, col), value in np.ndenumerate(grid):
+        text = "n/a" if np.isnan(value) else (f"{value:+.2f}" if signed else f"{value:.2f}")
+        ax.text(col, row, text, ha="center", va="center", fontsize=7, color="#1a1a1a")
+
+
+def plot_heatmap_panels(path: Path | Any, lengths: list[int], depths: list[float],
+                        panels: list[tuple[str, np.ndarray, str]], *, title: str, metric: str) -> Path | Any:
+    """Heatmaps side by side on shared axes; each panel is (title, grid, 'score' or 'diff').
+
+    Score panels use the needle colours on 0..1; difference panels a diverging map fixed on -1..+1 and centred on 0,
+    so that equal colours mean equal changes in every picture. Missing cells are grey and marked n/a.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import LinearSegmentedColormap
+
+    score_cmap = LinearSegmentedColormap.from_list("needle", HEATMAP_COLOURS)
+    width = max(3.6, 0.5 * len(lengths) + 2.2)
+    height = max(3.4, 0.36 * len(depths) + 2.2)
+    fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels), height), dpi=120, squeeze=False)
+    for ax, (label, grid, kind) in zip(axes[0], panels, strict=True):
+        diff = kind == "diff"
+        image = ax.imshow(np.ma.masked_invalid(grid), cmap=DIFF_CMAP if diff else score_cmap,
+                          vmin=-1.0 if diff else 0.0, vmax=1.0, aspect="auto", interpolation="nearest")
+        ax.set_facecolor("#d9d9d9")
+        ax.set_xticks(range(len(lengths)), length_labels(lengths), rotation=45 if len(lengths) > 8 else 0)
+        ax.set_yticks(range(len(depths)), [f"{d:g}" for d in depths])
+        ax.set_xlabel("Context length (tokens)")
+        ax.set_ylabel("Needle depth (%)")
+        ax.set_title(label, fontsize=9)
+        _annotate(ax, grid, signed=diff)
+        bar = fig.colorbar(image, ax=ax, fraction=0.05, pad=0.03)
+        bar.set_label("Difference (right − left)" if diff else METRIC_LABELS.get(metric, metric), fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_category_bars(path: Path | Any, categories: list[str],
+                       series: dict[str, tuple[list[float], list[tuple[float, float]]]], *, title: str,
+                       ylabel: str = "Score") -> Path | Any:
+    """Grouped bars, one group per category and one bar per run, with each score's 95% interval; fixed 0..1."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colours = [HEATMAP_COLOURS[2], "#1f3b8f", HEATMAP_COLOURS[0], HEATMAP_COLOURS[1], "#6b6b6b", "#9b59b6"]
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(categories) * max(1, len(series)) ** 0.5 + 2), 4.2), dpi=120)
+    width = 0.8 / max(1, len(series))
+    for i, (label, (values, intervals)) in enumerate(series.items()):
+        xs = np.arange(len(categories)) + (i - (len(series) - 1) / 2) * width
+        ys = np.array(values, dtype=float)
+        errors = np.array([[max(0.0, y - lo), max(0.0, hi - y)] for y, (lo, hi) in zip(ys, intervals, strict=True)]).T
+        ax.bar(xs, ys, width * 0.95, yerr=errors, capsize=3, color=colours[i % len(colours)], label=label,
+               error_kw={"elinewidth": 1, "ecolor": "#333333"})
+    ax.set_xticks(range(len(categories)), categories, rotation=20 if len(categories) > 4 else 0, ha="right"
+                  if len(categories) > 4 else "center")
+    ax.set_ylim(0.0, 1.0)
+    ax.set_ylabel(ylabel)
+    ax.set_xlabel("Category")
+    ax.grid(True, axis="y", color="#dddddd", linewidth=0.8)
+    ax.set_axisbelow(True)
+    ax.legend(loc="upper right", fontsize=8, frameon=False)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -232,6 +232,7 @@ def execute(cfg: RunConfig, console: Console, backend: Backend | None = None) ->
             adapter_path=p.adapter.path if p.adapter else None, adapter_rank=p.adapter.rank if p.adapter else None,
             rope_theta=cfg.rope_theta, dtype=cfg.dtype, seed=cfg.seed, trust_remote_code=cfg.trust_remote_code,
             batch_size=cfg.batch_size, gpu_memory_utilization=cfg.gpu_memory_utilization,
+            tensor_parallel_size=cfg.tensor_parallel_size,
             extra={"adapter_modules_to_save": list(p.adapter.modules_to_save) if p.adapter else [],
                    **openai_settings(cfg)},
         )

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from lceval.backends.base import BackendSettings, GenerationRequest
+from lceval.backends.base import BackendSettings, GenerationRequest, LoglikelihoodRequest
 from lceval.config import RunConfig
 from lceval.runner import execute
 
@@ -50,6 +50,7 @@ def test_runner_on_a_lent_engine_writes_a_complete_run(vllm_backend, tmp_path, l
     assert manifest["backend"]["engine_args"]["max_model_len"] == 2048
     assert manifest["backend"]["engine_args"]["enable_prefix_caching"] is True
     assert manifest["backend"]["engine_args"]["dtype"] == "float32"  # the checkpoint's dtype, as on hf
+    assert manifest["backend"]["engine_args"]["tensor_parallel_size"] == 1
     assert (run_dir / "needle_heatmap_substring_match.png").exists()
 
 
@@ -91,6 +92,9 @@ def test_lora_adapter_and_rope_override_reach_the_engine(demo_model, lora_adapte
         adapted = run_all(backend, requests)
         long_prompt = [GenerationRequest([0, *range(10, 1000)] * 3, 4)]  # 2973 tokens: past the declared 2048
         assert len(run_all(backend, long_prompt)[0].token_ids) == 4
+        # several scoring requests at once through the adapter (vLLM's CPU LoRA layer fails on a batch of them)
+        pairs = [LoglikelihoodRequest(p[:-3], p[-3:]) for p in PROMPTS]
+        adapted_ll = backend.loglikelihood(pairs)
     finally:
         backend.close()
     base = run_all(vllm_backend, requests)
@@ -98,6 +102,8 @@ def test_lora_adapter_and_rope_override_reach_the_engine(demo_model, lora_adapte
     # transformers + PEFT with the same adapter and RoPE base agrees on the first greedy token of every prompt.
     hf = HFBackend(settings)
     assert [g.token_ids[0] for g in run_all(hf, requests)] == [g.token_ids[0] for g in adapted]
+    for ours, theirs in zip(adapted_ll, hf.loglikelihood(pairs), strict=True):
+        assert ours.logprob == pytest.approx(theirs.logprob, abs=1e-3)
 
 
 def test_adapter_with_a_trained_embedding_is_refused_on_vllm(demo_model, tmp_path):
@@ -137,7 +143,6 @@ def test_auto_falls_back_to_hf_when_the_engine_cannot_start(tmp_path, cli_env, l
 
 def test_loglikelihood_agrees_between_vllm_and_hf(vllm_backend, demo_model):
     """Prompt logprobs from the vLLM engine and one transformers forward pass give the same numbers."""
-    from lceval.backends.base import LoglikelihoodRequest
     from lceval.backends.hf import HFBackend
 
     hf = HFBackend(BackendSettings(model_path=demo_model, max_length=2048))

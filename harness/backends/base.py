@@ -23,6 +23,7 @@ class BackendSettings:
     trust_remote_code: bool = False
     batch_size: int = 8
     gpu_memory_utilization: float | None = None
+    tensor_parallel_size: int = 1  # vLLM in-process: GPUs one model is split over
     extra: dict[str, Any] = field(default_factory=dict)
 
 

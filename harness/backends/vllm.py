@@ -64,6 +64,7 @@ class VLLMBackend(Backend):
             "trust_remote_code": settings.trust_remote_code,
             "enable_prefix_caching": True,
             "gpu_memory_utilization": utilization,
+            "tensor_parallel_size": settings.tensor_parallel_size,
         }
         if overrides:
             kwargs["hf_overrides"] = overrides
@@ -119,7 +120,11 @@ class VLLMBackend(Backend):
         params = SamplingParams(temperature=0.0, max_tokens=1, prompt_logprobs=1, detokenize=False,
                                 skip_reading_prefix_cache=True)
         prompts = [TokensPrompt(prompt_token_ids=[*r.context_ids, *r.continuation_ids]) for r in requests]
-        outputs = self.llm.generate(prompts, params, lora_request=self._lora, use_tqdm=False)
+        if self._lora is not None and _on_cpu():
+            # vLLM 0.32's CPU LoRA logits layer fails on prompt logprobs of several requests at once: one by one
+            outputs = [self.llm.generate([p], params, lora_request=self._lora, use_tqdm=False)[0] for p in prompts]
+        else:
+            outputs = self.llm.generate(prompts, params, lora_request=self._lora, use_tqdm=False)
         results = []
         for request, output in zip(requests, outputs, strict=True):
             n = len(request.continuation_ids)

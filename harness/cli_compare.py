@@ -1,0 +1,128 @@
+"""`lceval compare`, `lceval gate` and `lceval report`: commands that read run folders only, never a model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from lceval.errors import UserError
+
+console = Console(stderr=True, soft_wrap=True)
+
+
+def compare(
+    run_dirs: Annotated[list[Path], typer.Argument(help="Run folders; differences are taken to the first.")],
+    format: Annotated[str, typer.Option("--format", "-f", help="table (rich), md, csv or json.")] = "table",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")] = None,
+) -> None:
+    """Runs side by side: each metric with its 95% CI, and each run's paired difference to the first."""
+    from lceval.compare import compare_rows, comparison_warnings, load_runs
+    from lceval.report import format_rows, rich_table
+
+    if format not in ("table", "md", "csv", "json"):
+        raise UserError(f"unknown --format {format!r}; use table, md, csv or json.")
+    runs = load_runs(run_dirs)
+    rows = compare_rows(runs)
+    if format != "json":
+        for warning in comparison_warnings(runs):
+            console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    if format == "table":
+        from lceval.cli import _stdout
+
+        target = Console(file=output.open("w", encoding="utf-8"), width=200) if output else _stdout()
+        target.print(rich_table(runs, rows))
+        return
+    text = format_rows(runs, rows, format)
+    if output:
+        output.write_text(text, encoding="utf-8")
+        console.print(f"wrote {output}")
+    else:
+        print(text, end="")
+
+
+def gate(
+    candidate: Annotated[Path, typer.Option(help="The run folder of the checkpoint to gate.")],
+    baseline: Annotated[Path, typer.Option(help="Baseline run folder or its results.json (e.g. "
+                                                "results/baselines/NAME); with --update-baseline, where to write.")],
+    policy: Annotated[Path | None, typer.Option(help="Gate policy YAML (default: every 0..1 metric of the "
+                                                     "baseline, overall, margin 0.05, alpha 0.05).")] = None,
+    allow_mismatch: Annotated[bool, typer.Option("--allow-mismatch", help="Gate on the shared samples even when "
+                                                 "task versions, settings, prompts or scorers differ.")] = False,
+    json_file: Annotated[Path | None, typer.Option("--json", help="Write the verdict as JSON here.")] = None,
+    summary: Annotated[Path | None, typer.Option(help="Append the Markdown summary to this file "
+                                                      "(e.g. $GITHUB_STEP_SUMMARY).")] = None,
+    update_baseline: Annotated[bool, typer.Option("--update-baseline", help="Promote the candidate to the baseline "
+                                                  "folder (manifest, results, samples) instead of gating.")] = False,
+) -> None:
+    """Gate a candidate against a baseline: exit 0 pass, 1 regression, 2 unusable input."""
+    from lceval.compare import load_run
+    from lceval.gate import default_policy, load_policy, promote, run_gate, verdict_json, verdict_markdown
+    from lceval.results import write_json
+
+    if update_baseline:
+        run = promote(candidate, baseline)
+        console.print(f"promoted {run.path} ({len(run.records)} samples) to the baseline {baseline}; commit it.")
+        return
+    base, cand = load_run(baseline), load_run(candidate)
+    rules = load_policy(policy) if policy else default_policy(base)
+    verdict = run_gate(base, cand, rules, allow_mismatch)
+    text = verdict_markdown(verdict)
+    print(text)
+    if summary:
+        with summary.open("a", encoding="utf-8") as handle:
+            handle.write(text + "\n")
+    if json_file:
+        write_json(json_file, verdict_json(verdict))
+    failed = sum(not c.passed for c in verdict.checks)
+    console.print("gate: [bold green]pass[/]" if verdict.passed
+                  else f"gate: [bold red]fail[/] ({failed} of {len(verdict.checks)} checks)", highlight=False)
+    raise typer.Exit(verdict.exit_code)
+
+
+def report(
+    run_dirs: Annotated[list[Path], typer.Argument(help="Run folders; differences are taken to the first.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="report.html (self-contained), report.md "
+                                                                "(pictures in report_files/) or report.png.")],
+) -> None:
+    """A report of one or more runs: the compare table, heatmaps and their differences, curves, categories."""
+    from lceval.report import write_report
+
+    for path in write_report(run_dirs, output):
+        console.print(f"wrote {path}")
+
+
+def heatmap_comparison(run_dirs: list[Path], task: str, diff: bool, out: Path | None) -> list[Path]:
+    """`lceval heatmap A B [--diff]`: per metric, both heatmaps side by side (and B - A on a diverging scale)."""
+    from lceval.compare import load_runs
+    from lceval.plots import METRIC_LABELS, plot_heatmap_panels, write_grid_csv
+    from lceval.report import grid_tasks, heatmap_panels
+
+    if len(run_dirs) != 2:
+        raise UserError(f"lceval heatmap takes one run folder, or two to compare; got {len(run_dirs)}.")
+    runs = load_runs(run_dirs)
+    if task not in grid_tasks(runs) or any(task not in ((r.results or {}).get("tasks") or {}) for r in runs):
+        missing = next(r for r in runs if task not in ((r.results or {}).get("tasks") or {}))
+        raise UserError(f"run {missing.path} has no results for the grid task {task!r}; pass --task.")
+    folder = out or runs[1].path
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for metric in runs[0].results["tasks"][task]["metrics"]:
+        lengths, depths, panels = heatmap_panels(runs, task, metric, diff)
+        stem = f"{task.replace('/', '_')}_heatmap_{'diff' if diff else 'pair'}_{metric}"
+        title = f"{task}: {METRIC_LABELS.get(metric, metric)}"
+        written.append(plot_heatmap_panels(folder / f"{stem}.png", lengths, depths, panels, title=title,
+                                           metric=metric))
+        if diff:
+            write_grid_csv(folder / f"{stem}.csv", lengths, depths, panels[-1][1])
+            written.append(folder / f"{stem}.csv")
+    return written
+
+
+def register(app: typer.Typer) -> None:
+    """Add compare, gate and report to the `lceval` app."""
+    app.command()(compare)
+    app.command()(gate)
+    app.command()(report)

@@ -1,0 +1,362 @@
+"""Renderings of a comparison: text tables (rich, Markdown, CSV, JSON) and reports (HTML, Markdown, PNG).
+
+The HTML report is one self-contained file (pictures embedded as base64 PNG); the Markdown report writes its
+pictures into a folder beside it. Both hold the compare table, every needle-style heatmap (each run, and each
+later run's difference to the first), the topic-retrieval curve and per-category bars (LongBench, MMLU).
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lceval.compare import Row, Run, compare_rows, comparison_warnings
+from lceval.errors import UserError
+
+# ------------------------------------------------------------------------------------------------ the table
+
+
+def _score(cell) -> str:
+    return "–" if cell is None else f"{cell.score:.3f} [{cell.ci[0]:.3f}, {cell.ci[1]:.3f}]"
+
+
+def _diff(diff) -> str:
+    return "–" if diff is None else f"{diff.difference:+.3f} [{diff.ci[0]:+.3f}, {diff.ci[1]:+.3f}]"
+
+
+def table_header(runs: list[Run]) -> list[str]:
+    header = ["task", "metric", "breakdown", "n"]
+    for i, run in enumerate(runs):
+        header.append(run.label)
+        if i:
+            header.append(f"Δ {run.label}")
+    return header
+
+
+def table_cells(row: Row) -> list[str]:
+    """One row's texts: each run's score [95% CI], and each later run's paired difference to the first [95% CI]."""
+    n = next((c.n for c in row.cells if c is not None), 0)
+    out = [row.task, row.metric, row.breakdown, str(n)]
+    for i, (cell, diff) in enumerate(zip(row.cells, row.diffs, strict=True)):
+        out.append(_score(cell))
+        if i:
+            out.append(_diff(diff))
+    return out
+
+
+def _significance(diff) -> str:
+    """'up' or 'down' where the 95% interval of the difference excludes 0, else ''."""
+    if diff is None:
+        return ""
+    return "up" if diff.ci[0] > 0 else "down" if diff.ci[1] < 0 else ""
+
+
+def rich_table(runs: list[Run], rows: list[Row]):
+    from rich.table import Table
+
+    table = Table(*table_header(runs), title="lceval compare: score [95% CI]; Δ = run − first run [paired 95% CI]")
+    previous_task = None
+    colour = {"up": "green", "down": "red"}
+    for row in rows:
+        cells = table_cells(row)
+        if row.axis is not None:
+            cells[0], cells[1], cells[2] = "", "", f"  {row.breakdown}"
+        elif row.task == previous_task:
+            cells[0] = ""
+        previous_task = row.task
+        for i, diff in enumerate(row.diffs[1:], start=1):
+            if _significance(diff):
+                cells[4 + 2 * i] = f"[{colour[_significance(diff)]}]{cells[4 + 2 * i]}[/]"
+        table.add_row(*cells, style="dim" if row.axis else None)
+    return table
+
+
+def markdown_table(runs: list[Run], rows: list[Row]) -> str:
+    header = table_header(runs)
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for row in rows:
+        cells = table_cells(row)
+        if row.axis is not None:
+            cells[2] = f"↳ {row.breakdown}"
+        else:
+            cells = [f"**{c}**" if i < 3 else c for i, c in enumerate(cells)]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def csv_text(runs: list[Run], rows: list[Row]) -> str:
+    """Long format: one line per row and run, numbers unformatted."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["task", "metric", "breakdown", "group", "kind", "run", "n", "score", "ci_low", "ci_high",
+                     "diff_n", "diff", "diff_ci_low", "diff_ci_high", "diff_p_two_sided"])
+    for row in rows:
+        for run, cell, diff in zip(runs, row.cells, row.diffs, strict=True):
+            base = [row.task, row.metric, row.axis or "all", row.label or "", row.kind, run.label]
+            base += [cell.n, cell.score, *cell.ci] if cell else ["", "", "", ""]
+            base += [diff.n, diff.difference, *diff.ci, diff.p_value] if diff else ["", "", "", "", ""]
+            writer.writerow(base)
+    return out.getvalue()
+
+
+def json_data(runs: list[Run], rows: list[Row]) -> dict[str, Any]:
+    def clean(obj: Any) -> Any:
+        return None if obj is None else {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(obj).items()}
+
+    return {
+        "runs": [run.describe() for run in runs],
+        "confidence": 0.95,
+        "warnings": comparison_warnings(runs),
+        "rows": [{"task": r.task, "metric": r.metric, "breakdown": r.axis or "all", "group": r.label, "kind": r.kind,
+                  "runs": [clean(c) for c in r.cells], "diffs": [clean(d) for d in r.diffs]} for r in rows],
+    }
+
+
+def format_rows(runs: list[Run], rows: list[Row], fmt: str) -> str:
+    if fmt == "md":
+        return markdown_table(runs, rows) + "\n"
+    if fmt == "csv":
+        return csv_text(runs, rows)
+    if fmt == "json":
+        return json.dumps(json_data(runs, rows), indent=2) + "\n"
+    raise UserError(f"unknown --format {fmt!r}; use table, md, csv or json.")
+
+
+# ---------------------------------------------------------------------------------------------- the pictures
+
+
+@dataclass
+class Figure:
+    name: str  # file stem
+    caption: str
+    png: bytes
+
+
+def _png(draw) -> bytes:
+    buffer = io.BytesIO()
+    draw(buffer)
+    return buffer.getvalue()
+
+
+def grid_tasks(runs: list[Run]) -> list[str]:
+    """Tasks with a length x depth grid (needle, passkey) in any run's results."""
+    names = [t for run in runs for t, res in ((run.results or {}).get("tasks") or {}).items() if res.get("cells")]
+    return list(dict.fromkeys(names))
+
+
+def heatmap_panels(runs: list[Run], task: str, metric: str, diff: bool):
+    """Shared axes and the panels of a grid task's metric: each run, then each later run minus the first."""
+    from lceval.plots import grid_on_axes
+
+    cells = [((run.results or {}).get("tasks", {}).get(task) or {}).get("cells") or [] for run in runs]
+    lengths = sorted({c["length"] for group in cells for c in group})
+    depths = sorted({c["depth"] for group in cells for c in group})
+    grids = [grid_on_axes(group, metric, lengths, depths) for group in cells]
+    panels = []
+    for run, grid in zip(runs, grids, strict=True):
+        mean = np.nanmean(grid) if np.isfinite(grid).any() else float("nan")
+        panels.append((f"{run.label}\nmean {mean:.3f}", grid, "score"))
+    if diff:
+        for run, grid in zip(runs[1:], grids[1:], strict=True):
+            panels.append((f"{run.label} − {runs[0].label}", grid - grids[0], "diff"))
+    return lengths, depths, panels
+
+
+def heatmap_figures(runs: list[Run], diff: bool = True) -> list[Figure]:
+    from lceval.plots import METRIC_LABELS, plot_heatmap_panels
+
+    figures = []
+    for task in grid_tasks(runs):
+        metrics = dict.fromkeys(m for run in runs
+                                for m in (((run.results or {}).get("tasks", {}).get(task) or {}).get("metrics") or {}))
+        for metric in metrics:
+            lengths, depths, panels = heatmap_panels(runs, task, metric, diff and len(runs) > 1)
+            title = f"{task}: {METRIC_LABELS.get(metric, metric)}"
+            png = _png(lambda out, lengths=lengths, depths=depths, panels=panels, title=title, metric=metric:
+                       plot_heatmap_panels(out, lengths, depths, panels, title=title, metric=metric))
+            figures.append(Figure(f"{task.replace('/', '_')}_heatmap_{metric}", title, png))
+    return figures
+
+
+def curve_figures(runs: list[Run]) -> list[Figure]:
+    """Topic retrieval: accuracy against mean prompt length, one line per run."""
+    from lceval.plots import plot_curve
+
+    tasks = dict.fromkeys(t for run in runs for t, res in ((run.results or {}).get("tasks") or {}).items()
+                          if res.get("curve"))
+    figures = []
+    for task in tasks:
+        series = {}
+        for run in runs:
+            curve = (((run.results or {}).get("tasks", {}).get(task) or {}).get("curve")) or []
+            if curve:
+                series[run.label] = ([p["mean_prompt_tokens"] for p in curve], [p["accuracy"] for p in curve])
+        title = f"{task}: first topic named (accuracy) against prompt length"
+        png = _png(lambda out, series=series, title=title: plot_curve(
+            out, series, title=title, xlabel="Mean prompt length (tokens)", ylabel="Accuracy (topic in the answer)"))
+        figures.append(Figure(f"{task.replace('/', '_')}_curve", title, png))
+    return figures
+
+
+def category_figures(runs: list[Run], rows: list[Row]) -> list[Figure]:
+    """Per-category bars with 95% intervals for every task and metric broken down by category."""
+    from lceval.plots import plot_category_bars
+
+    figures = []
+    keys = dict.fromkeys((r.task, r.metric) for r in rows if r.axis == "category")
+    for task, metric in keys:
+        mine = [r for r in rows if (r.task, r.metric, r.axis) == (task, metric, "category")]
+        if any(abs(c.score) > 1 for r in mine for c in r.cells if c):
+            continue  # not on a 0..1 scale
+        categories = [r.label or "" for r in mine]
+        series = {run.label: ([r.cells[i].score if r.cells[i] else np.nan for r in mine],
+                              [r.cells[i].ci if r.cells[i] else (np.nan, np.nan) for r in mine])
+                  for i, run in enumerate(runs)}
+        title = f"{task} {metric} by category (bars: 95% intervals)"
+        png = _png(lambda out, c=categories, s=series, t=title, m=metric: plot_category_bars(out, c, s, title=t,
+                                                                                             ylabel=m))
+        figures.append(Figure(f"{task.replace('/', '_')}_{metric}_by_category", title, png))
+    return figures
+
+
+def all_figures(runs: list[Run], rows: list[Row]) -> list[Figure]:
+    return heatmap_figures(runs) + curve_figures(runs) + category_figures(runs, rows)
+
+
+# --------------------------------------------------------------------------------------------------- reports
+
+_CSS = """
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em;color:#1a1a1a;max-width:1400px}
+table{border-collapse:collapse;font-size:13px;margin:1em 0}
+th,td{border:1px solid #ddd;padding:3px 8px;text-align:right;white-space:nowrap}
+th{background:#f4f4f4} td.l{text-align:left} tr.sub td{color:#555;font-size:12px} tr.sub td.b{padding-left:2em}
+td.up{background:#dcefff} td.down{background:#fde0e6} img{max-width:100%;border:1px solid #eee;margin:.5em 0}
+.warn{background:#fff6dc;padding:.5em 1em;border-left:4px solid #EBB839}
+"""
+
+
+def _runs_table_html(runs: list[Run]) -> str:
+    keys = ["label", "model", "adapter", "backend", "status", "created_at", "git_sha", "path"]
+    head = "".join(f"<th>{k}</th>" for k in keys)
+    body = "".join("<tr>" + "".join(f'<td class="l">{html.escape(str(run.describe()[k] or "–"))}</td>' for k in keys)
+                   + "</tr>" for run in runs)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _rows_table_html(runs: list[Run], rows: list[Row]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in table_header(runs))
+    lines = [f"<table><tr>{head}</tr>"]
+    for row in rows:
+        cells = table_cells(row)
+        classes = ["l", "l", "l b", ""] + [""] * (len(cells) - 4)
+        for i, diff in enumerate(row.diffs[1:], start=1):
+            classes[4 + 2 * i] = _significance(diff)
+        tds = "".join(f'<td class="{c}">{html.escape(text)}</td>' for c, text in zip(classes, cells, strict=True))
+        lines.append(f'<tr class="{"sub" if row.axis else ""}">{tds}</tr>')
+    return "".join(lines) + "</table>"
+
+
+def html_report(runs: list[Run], rows: list[Row], figures: list[Figure]) -> str:
+    warnings = comparison_warnings(runs)
+    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>lceval report</title>",
+             f"<style>{_CSS}</style></head><body><h1>lceval report</h1>", "<h2>Runs</h2>", _runs_table_html(runs)]
+    if warnings:
+        items = "".join(f"<li>{html.escape(w)}</li>" for w in warnings)
+        parts.append(f"<div class='warn'><b>Not measured alike:</b><ul>{items}</ul></div>")
+    parts += ["<h2>Scores</h2>",
+              "<p>Each score is the mean over samples with its 95% interval (Wilson for pass/fail metrics, bootstrap "
+              "otherwise); Δ is the paired difference to the first run on the samples both ran with the same prompt "
+              "(exact McNemar interval or paired bootstrap). Blue: the interval lies above 0; red: below.</p>",
+              _rows_table_html(runs, rows), "<h2>Pictures</h2>"]
+    for figure in figures:
+        data = base64.b64encode(figure.png).decode("ascii")
+        parts.append(f"<h3>{html.escape(figure.caption)}</h3><img alt='{html.escape(figure.caption)}' "
+                     f"src='data:image/png;base64,{data}'>")
+    parts.append("</body></html>\n")
+    return "\n".join(parts)
+
+
+def markdown_report(runs: list[Run], rows: list[Row], figures: list[Figure], folder: Path, link: str) -> str:
+    """The Markdown report; pictures are written into `folder` and linked as `link/<name>.png`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = ["# lceval report", "", "## Runs", ""]
+    for run in runs:
+        d = run.describe()
+        lines.append(f"- `{d['label']}`: {d['model']}{' + ' + d['adapter'] if d['adapter'] else ''}, "
+                     f"{d['backend'] or '?'}, {d['status']}, {d['created_at']} (`{d['path']}`)")
+    warnings = comparison_warnings(runs)
+    if warnings:
+        lines += ["", "> **Not measured alike:**"] + [f"> - {w}" for w in warnings]
+    lines += ["", "## Scores", "", "Mean over samples [95% CI]; Δ = paired difference to the first run [95% CI].", "",
+              markdown_table(runs, rows), "", "## Pictures", ""]
+    for figure in figures:
+        (folder / f"{figure.name}.png").write_bytes(figure.png)
+        lines += [f"### {figure.caption}", "", f"![{figure.caption}]({link}/{figure.name}.png)", ""]
+    return "\n".join(lines)
+
+
+def summary_png(path: Path, runs: list[Run], rows: list[Row], figures: list[Figure]) -> Path:
+    """One picture for a README or a PR: the overall rows of the compare table above the first heatmaps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.image as mpimg
+    import matplotlib.pyplot as plt
+
+    overall = [r for r in rows if r.axis is None]
+    pictures = [mpimg.imread(io.BytesIO(f.png), format="png") for f in figures[:2]]
+    header = table_header(runs)
+    table_height = 0.32 * (len(overall) + 2)
+    heights = [table_height] + [8.5 * p.shape[0] / p.shape[1] for p in pictures]
+    fig = plt.figure(figsize=(8.5 + 1.3 * max(0, len(header) - 6), sum(heights) + 0.4), dpi=130)
+    grid = fig.add_gridspec(len(heights), 1, height_ratios=heights)
+    ax = fig.add_subplot(grid[0])
+    ax.axis("off")
+    ax.set_title("lceval compare: score [95% CI]; Δ vs the first run [paired 95% CI]", fontsize=10)
+    table = ax.table(cellText=[table_cells(r) for r in overall], colLabels=header, loc="center", cellLoc="center")
+    table.auto_set_font_size(False)
+    table.set_fontsize(7.5)
+    table.auto_set_column_width(list(range(len(header))))
+    for (row, col), cell in table.get_celld().items():
+        if row == 0:
+            cell.set_facecolor("#f0f0f0")
+        elif col >= 5 and (col - 4) % 2 == 0:
+            sign = _significance(overall[row - 1].diffs[(col - 4) // 2])
+            cell.set_facecolor({"up": "#dcefff", "down": "#fde0e6"}.get(sign, "white"))
+    for i, picture in enumerate(pictures, start=1):
+        sub = fig.add_subplot(grid[i])
+        sub.imshow(picture)
+        sub.axis("off")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def write_report(run_paths: list[Path], output: Path) -> list[Path]:
+    """Write the report the suffix of `output` asks for (.html, .md or .png); returns the files written."""
+    from lceval.compare import load_runs
+
+    suffix = output.suffix.lower()
+    if suffix not in (".html", ".htm", ".md", ".png"):
+        raise UserError(f"report {output} must end in .html, .md or .png.")
+    runs = load_runs(run_paths)
+    rows = compare_rows(runs)
+    figures = all_figures(runs, rows)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".png":
+        return [summary_png(output, runs, rows, figures)]
+    if suffix == ".md":
+        folder = output.with_name(f"{output.stem}_files")
+        output.write_text(markdown_report(runs, rows, figures, folder, folder.name), encoding="utf-8")
+        return [output, folder]
+    output.write_text(html_report(runs, rows, figures), encoding="utf-8")
+    return [output]
