@@ -7,6 +7,7 @@ in-process hf and vllm backends on the same tiny float32 model.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -29,6 +30,7 @@ from lceval.config import RunConfig
 from lceval.errors import UserError
 from lceval.judge import parse_rating
 from lceval.prompting import stop_token_ids
+from lceval.runner import execute
 from lceval.task import PromptContext
 
 KEY = "sk-lceval-test-5f0c2d9e7b"
@@ -329,6 +331,26 @@ def test_judge_asks_with_gkamradt_rubric_and_records_an_unparsable_reply_as_miss
         assert by_output[output]["scores"]["judge"] == (None if rating is None else rating / 10)
     results = json.loads((run_dir / "results.json").read_text())
     assert "judge" in results["tasks"]["needle"]["metrics"]
+
+
+@pytest.mark.slow
+def test_topic_passkey_and_mmlu_answer_alike_on_hf_vllm_and_openai(servers, demo_model, vllm_backend, tmp_path):
+    """The issue's done-means: the three tasks on every backend, offline, on the project's own fixtures."""
+    from rich.console import Console
+
+    quiet = Console(file=io.StringIO())
+    tasks = ["topic", "passkey", "mmlu"]
+    outputs = {}
+    served = open_backend(demo_model, [servers.spare.ready()])
+    try:
+        for name, lent in (("hf", None), ("vllm", vllm_backend), ("openai", served)):
+            cfg = RunConfig(tasks=tasks, backend=name, out=str(tmp_path), run_id=name, limit=4)
+            run_dir = execute(cfg, quiet, backend=lent)
+            outputs[name] = {(r["task"], r["id"]): r["output"] for r in lines(run_dir / "samples.jsonl")}
+    finally:
+        served.close()
+    assert len(outputs["hf"]) == 12
+    assert outputs["openai"] == outputs["hf"] == outputs["vllm"]
 
 
 @pytest.mark.slow
