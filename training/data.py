@@ -1,0 +1,284 @@
+"""Training data: a data-mix file of sources, each tokenised with the loss only where the model should learn.
+
+A data-mix file (YAML) lists sources; `path[N]` takes a seeded random subset of N records:
+
+    sources:
+      - redpajama/train.jsonl[5000]     # {"text": ...}: language modelling, loss on every token
+      - longalpaca/train.json           # {"instruction", "input"?, "output"}: loss on the answer only
+      - gpt/one_detail_book.jsonl       # {"conversations": [{"role", "content"}, ...]}: loss on assistant turns
+
+A source's kind comes from its records' fields, or from `kind:` when a source is written as a mapping
+(`{path: ..., kind: text|instruction|conversation}`). Files are JSON lists or JSON lines, relative to the
+data-mix file (or to its `root:`). Instruction and conversation records go through the base model's chat
+template; the tokens of each assistant turn (its end-of-turn token included) carry labels, all else is -100.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lceval.config import load_yaml
+from lceval.errors import UserError
+
+IGNORE = -100
+KINDS = ("text", "instruction", "conversation")
+_COUNT = re.compile(r"^(?P<path>.*?)\[(?P<n>\d+)\]$")
+
+
+@dataclass(frozen=True)
+class Source:
+    path: Path
+    count: int | None  # a seeded random subset of this many records; None: all
+    kind: str | None  # None: from the records' fields
+
+
+def parse_source(entry: Any, root: Path, where: str) -> Source:
+    """One `sources:` entry: `path[N]` or a mapping {path, count?, kind?}."""
+    if isinstance(entry, str):
+        spec, count, kind = entry.strip(), None, None
+    elif isinstance(entry, dict) and "path" in entry:
+        unknown = sorted(set(entry) - {"path", "count", "kind"})
+        if unknown:
+            raise UserError(f"data-mix {where} source {entry['path']!r} has unknown key {unknown[0]!r}; "
+                            "use path, count and kind.")
+        spec, count, kind = str(entry["path"]).strip(), entry.get("count"), entry.get("kind")
+    else:
+        raise UserError(f"data-mix {where} has a source that is neither a path nor a mapping with a path: {entry!r}.")
+    match = _COUNT.match(spec)
+    if match:
+        spec, count = match["path"], int(match["n"])
+    if kind is not None and kind not in KINDS:
+        raise UserError(f"data-mix {where} source {spec} has kind {kind!r}; use one of {', '.join(KINDS)}.")
+    if count is not None and int(count) < 1:
+        raise UserError(f"data-mix {where} source {spec} asks for {count} records; ask for at least 1.")
+    path = Path(spec).expanduser()
+    return Source(path if path.is_absolute() else root / path, None if count is None else int(count), kind)
+
+
+def load_mix(path: Path) -> list[Source]:
+    data = load_yaml(path)
+    unknown = sorted(set(data) - {"sources", "root"})
+    if unknown:
+        raise UserError(f"data-mix {path} has unknown key {unknown[0]!r}; use sources (and root).")
+    entries = data.get("sources")
+    if not entries or not isinstance(entries, list):
+        raise UserError(f"data-mix {path} lists no sources; add a `sources:` list of data files.")
+    root = Path(data.get("root") or ".").expanduser()
+    root = root if root.is_absolute() else path.parent / root
+    return [parse_source(entry, root, str(path)) for entry in entries]
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """A JSON list or JSON lines file of records."""
+    if not path.exists():
+        raise UserError(f"data file {path} does not exist; fix its path in the data-mix file.")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if text.lstrip().startswith("["):
+            records = json.loads(text)
+        else:
+            records = [json.loads(line) for line in text.splitlines() if line.strip()]
+    except json.JSONDecodeError as err:
+        raise UserError(f"data file {path} is not JSON or JSON lines (line {err.lineno}); fix it.") from err
+    if not all(isinstance(r, dict) for r in records):
+        raise UserError(f"data file {path} must hold JSON objects, one per record.")
+    return records
+
+
+def record_kind(record: dict[str, Any], path: Path) -> str:
+    if "conversations" in record:
+        return "conversation"
+    if "instruction" in record and "output" in record:
+        return "instruction"
+    if "text" in record:
+        return "text"
+    raise UserError(f"data file {path} has a record with fields {sorted(record)[:5]}; a record needs text, "
+                    "instruction and output, or conversations.")
+
+
+def subset(records: list[dict[str, Any]], count: int | None, seed: int, path: Path) -> list[dict[str, Any]]:
+    """A seeded random subset, the same on every machine and independent of the other sources."""
+    if count is None or count >= len(records):
+        return list(records)
+    rng = random.Random(f"{seed}:{path.name}")
+    chosen = sorted(rng.sample(range(len(records)), count))
+    return [records[i] for i in chosen]
+
+
+def to_messages(record: dict[str, Any], kind: str, path: Path) -> list[dict[str, str]]:
+    if kind == "instruction":
+        prompt = record["instruction"]
+        if record.get("input"):
+            prompt = f"{prompt}\n\n{record['input']}"
+        return [{"role": "user", "content": str(prompt)}, {"role": "assistant", "content": str(record["output"])}]
+    turns = record["conversations"]
+    if not isinstance(turns, list) or not turns:
+        raise UserError(f"data file {path} has a conversation with no turns; give a list of {{role, content}}.")
+    messages = []
+    for turn in turns:
+        if not isinstance(turn, dict) or "role" not in turn or "content" not in turn:
+            raise UserError(f"data file {path} has a conversation turn without role and content: {str(turn)[:80]}.")
+        messages.append({"role": str(turn["role"]), "content": str(turn["content"])})
+    if not any(m["role"] == "assistant" for m in messages):
+        raise UserError(f"data file {path} has a conversation with no assistant turn, so nothing to learn from.")
+    return messages
+
+
+def assistant_spans(tokenizer, messages: list[dict[str, str]]) -> tuple[str, list[tuple[int, int]]]:
+    """The rendered conversation and the character spans of each assistant turn (answer and end-of-turn)."""
+    def render(msgs: list[dict[str, str]], generation_prompt: bool) -> str:
+        return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=generation_prompt)
+
+    text = render(messages, False)
+    spans = []
+    for i, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        before = render(messages[:i], True)
+        upto = render(messages[: i + 1], False)
+        if not (text.startswith(upto) and upto.startswith(before)):
+            raise UserError("the model's chat template does not render a conversation as a prefix of a longer one, "
+                            "so assistant turns cannot be located; use a template without lookahead.")
+        spans.append((len(before), len(upto)))
+    return text, spans
+
+
+def encode_chat(tokenizer, messages: list[dict[str, str]]) -> tuple[list[int], list[int]]:
+    """Token ids and labels: each token that starts inside an assistant span is learned, the rest is -100."""
+    text, spans = assistant_spans(tokenizer, messages)
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids, labels = list(encoded["input_ids"]), []
+    for token, (start, end) in zip(ids, encoded["offset_mapping"], strict=True):
+        inside = any(a <= start < b for a, b in spans) and end > start
+        labels.append(token if inside else IGNORE)
+    return ids, labels
+
+
+def encode_plain_instruction(tokenizer, messages: list[dict[str, str]]) -> tuple[list[int], list[int]]:
+    """Without a chat template: BOS + prompt + blank line, then the answer and EOS, loss on the answer."""
+    if len(messages) != 2:
+        raise UserError("conversation data needs the model's chat template; set data.chat_template true.")
+    prompt = tokenizer(messages[0]["content"] + "\n\n", add_special_tokens=True)["input_ids"]
+    answer = tokenizer(messages[1]["content"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    return prompt + answer, [IGNORE] * len(prompt) + answer
+
+
+def encode_text(tokenizer, text: str, max_length: int) -> tuple[list[int], list[int]]:
+    """Language modelling: BOS + text (+ EOS when it fits), loss on every token."""
+    ids = tokenizer(text, add_special_tokens=True)["input_ids"][:max_length]
+    if len(ids) < max_length and tokenizer.eos_token_id is not None:
+        ids.append(tokenizer.eos_token_id)
+    return ids, list(ids)
+
+
+@dataclass
+class DataReport:
+    per_source: dict[str, int]
+    dropped_overlong: int
+    truncated: int
+    dropped_no_labels: int
+
+
+def build_examples(tokenizer, sources: list[Source], *, max_length: int, overlong: str, chat_template: bool,
+                   seed: int, progress=None) -> tuple[list[dict[str, Any]], DataReport]:
+    """Every record of the mix as {input_ids, labels, length}, in a seeded shuffled order."""
+    if chat_template and tokenizer.chat_template is None:
+        needs = any(s.kind in ("instruction", "conversation") for s in sources)
+        if needs:
+            raise UserError("the base model's tokenizer has no chat template; set data.chat_template false "
+                            "(instruction data only) or use a chat model.")
+    examples: list[dict[str, Any]] = []
+    report = DataReport({}, 0, 0, 0)
+    for source in sources:
+        records = subset(read_records(source.path), source.count, seed, source.path)
+        task = progress.add_task(f"tokenising {source.path.name}", total=len(records)) if progress else None
+        kept = 0
+        for record in records:
+            kind = source.kind or record_kind(record, source.path)
+            if kind == "text":
+                ids, labels = encode_text(tokenizer, str(record["text"]), max_length)
+            else:
+                messages = to_messages(record, kind, source.path)
+                if chat_template and tokenizer.chat_template is not None:
+                    ids, labels = encode_chat(tokenizer, messages)
+                else:
+                    ids, labels = encode_plain_instruction(tokenizer, messages)
+                if len(ids) > max_length:
+                    if overlong == "drop":
+                        report.dropped_overlong += 1
+                        if progress:
+                            progress.advance(task)
+                        continue
+                    ids, labels = ids[:max_length], labels[:max_length]
+                    report.truncated += 1
+            if all(label == IGNORE for label in labels[1:]):
+                report.dropped_no_labels += 1
+            else:
+                examples.append({"input_ids": ids, "labels": labels, "length": len(ids)})
+                kept += 1
+            if progress:
+                progress.advance(task)
+        report.per_source[str(source.path)] = kept
+    random.Random(seed).shuffle(examples)
+    if not examples:
+        raise UserError("the data mix gave no training samples (all dropped or without labels); check data.max_length "
+                        "and the data files.")
+    return examples, report
+
+
+def pack(examples: list[dict[str, Any]], max_length: int) -> list[dict[str, Any]]:
+    """Greedy packing in order into rows of at most max_length tokens; positions restart at each sample.
+
+    transformers builds a block-diagonal causal mask from restarting position_ids (when no attention mask is
+    given), so packed samples never attend to each other; the first label of each sample is not predicted from
+    the previous sample's last token.
+    """
+    rows: list[dict[str, Any]] = []
+    row: dict[str, list[int]] = {"input_ids": [], "labels": [], "position_ids": []}
+    for example in examples:
+        n = len(example["input_ids"])
+        if row["input_ids"] and len(row["input_ids"]) + n > max_length:
+            rows.append({**row, "length": len(row["input_ids"])})
+            row = {"input_ids": [], "labels": [], "position_ids": []}
+        row["input_ids"] += example["input_ids"]
+        row["labels"] += [IGNORE, *example["labels"][1:]]
+        row["position_ids"] += list(range(n))
+    if row["input_ids"]:
+        rows.append({**row, "length": len(row["input_ids"])})
+    return rows
+
+
+class Collator:
+    """Right padding to the longest row of the batch: pad id, labels -100, attention mask 0.
+
+    Packed rows carry position_ids and no attention mask (so that transformers detects the packing); their
+    padding forms one more "sample" of its own, with labels -100.
+    """
+
+    def __init__(self, pad_id: int, multiple_of: int = 1):
+        self.pad_id = pad_id
+        self.multiple_of = multiple_of
+
+    def __call__(self, batch: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        width = max(len(item["input_ids"]) for item in batch)
+        width = -(-width // self.multiple_of) * self.multiple_of
+        packed = "position_ids" in batch[0]
+        out: dict[str, list[list[int]]] = {"input_ids": [], "labels": []}
+        out["position_ids" if packed else "attention_mask"] = []
+        for item in batch:
+            n = len(item["input_ids"])
+            pad = width - n
+            out["input_ids"].append(item["input_ids"] + [self.pad_id] * pad)
+            out["labels"].append(item["labels"] + [IGNORE] * pad)
+            if packed:
+                out["position_ids"].append(item["position_ids"] + list(range(pad)))
+            else:
+                out["attention_mask"].append([1] * n + [0] * pad)
+        return {key: torch.tensor(value, dtype=torch.long) for key, value in out.items()}
