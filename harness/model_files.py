@@ -14,6 +14,7 @@ from lceval.errors import UserError
 # hashing a 140 GB checkpoint does not dominate a run; the manifest records the method.
 FULL_HASH_LIMIT = 64 * 2**20
 _WINDOW = 8 * 2**20
+TRAINING_RECORD = "lceval_training.json"  # what `lceval train` writes beside an adapter: base, RoPE, window, loss
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,8 @@ class AdapterInfo:
     rank: int
     base_model: str | None
     modules_to_save: tuple[str, ...]
+    rope_parameters: dict[str, Any] | None = None  # the RoPE it was trained with (lceval train's record)
+    trained_window: int | None = None
 
 
 def read_adapter(spec: str) -> AdapterInfo:
@@ -86,11 +89,15 @@ def read_adapter(spec: str) -> AdapterInfo:
     if not config_file.exists():
         raise UserError(f"adapter folder {path} has no adapter_config.json; pass a PEFT adapter folder to --adapter.")
     config = read_json(config_file)
+    record = path / TRAINING_RECORD
+    rope = (read_json(record).get("rope") or {}) if record.exists() else {}
     return AdapterInfo(
         path=path.resolve(),
         rank=int(config.get("r", 8)),
         base_model=config.get("base_model_name_or_path"),
         modules_to_save=tuple(config.get("modules_to_save") or ()),
+        rope_parameters=rope.get("rope_parameters"),
+        trained_window=rope.get("max_position_embeddings"),
     )
 
 

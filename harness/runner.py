@@ -69,6 +69,13 @@ def _make_tasks(cfg: RunConfig, is_demo: bool) -> list[Task]:
     return tasks
 
 
+def adapter_rope(cfg: RunConfig, adapter: AdapterInfo | None) -> dict[str, Any] | None:
+    """The RoPE an adapter was trained with (lceval train records it), unless --rope-theta overrides it."""
+    if adapter is None or cfg.rope_theta is not None:
+        return None
+    return adapter.rope_parameters
+
+
 def default_run_id(model: ModelRef, adapter: AdapterInfo | None, tasks: list[str]) -> str:
     name = Path(model.spec.rstrip("/")).name
     if adapter is not None:
@@ -115,6 +122,8 @@ def plan(cfg: RunConfig, console: Console) -> Plan:
                         "pass --trust-remote-code only if you trust it.")
     adapter = read_adapter(cfg.adapter) if cfg.adapter and not served_only_adapter(cfg) else None
     window = model_window(model.path)
+    if adapter_rope(cfg, adapter):
+        window = max(window, adapter.trained_window or window)  # the window the adapter was trained for
     max_length = cfg.max_length or window
     if max_length > window and cfg.rope_theta is None:
         raise UserError(f"--max-length {max_length} is above the model's window of {window} tokens "
@@ -158,7 +167,10 @@ def plan(cfg: RunConfig, console: Console) -> Plan:
                   **model_hash},
         "adapter": None if adapter is None else {"spec": cfg.adapter, "path": str(adapter.path),
                                                  "rank": adapter.rank, "base_model": adapter.base_model,
-                                                 "modules_to_save": list(adapter.modules_to_save), **adapter_hash},
+                                                 "modules_to_save": list(adapter.modules_to_save),
+                                                 "rope_parameters": adapter.rope_parameters,
+                                                 "trained_window": adapter.trained_window, **adapter_hash},
+        "rope_parameters": adapter_rope(cfg, adapter),  # applied from the adapter's training record
         "served_adapter": served_adapter_name(cfg),
         "max_length": max_length,
         "tokenizer": {"sha256": tokenizer_hash(model.path),
@@ -230,7 +242,8 @@ def execute(cfg: RunConfig, console: Console, backend: Backend | None = None) ->
         settings = BackendSettings(
             model_path=p.model.path, max_length=p.max_length,
             adapter_path=p.adapter.path if p.adapter else None, adapter_rank=p.adapter.rank if p.adapter else None,
-            rope_theta=cfg.rope_theta, dtype=cfg.dtype, seed=cfg.seed, trust_remote_code=cfg.trust_remote_code,
+            rope_theta=cfg.rope_theta, rope_parameters=adapter_rope(cfg, p.adapter), dtype=cfg.dtype, seed=cfg.seed,
+            trust_remote_code=cfg.trust_remote_code,
             batch_size=cfg.batch_size, gpu_memory_utilization=cfg.gpu_memory_utilization,
             tensor_parallel_size=cfg.tensor_parallel_size,
             extra={"adapter_modules_to_save": list(p.adapter.modules_to_save) if p.adapter else [],

@@ -60,8 +60,12 @@ def test_tiny_qlora_trains_and_records_its_rope(trained):
 def test_adapter_and_merged_model_run_on_hf_and_draw_a_heatmap(trained, tmp_path, lceval_cmd, cli_env):
     base = json.loads((trained / "lceval_training.json").read_text())["base_model"]
     runs = tmp_path / "runs"
-    _run([*lceval_cmd, "run", "--model", base, "--adapter", str(trained), "--rope-theta", "160000",
-          "--max-length", "1024", "--backend", "hf", *GRID, "--out", str(runs), "--run-id", "adapter"], cli_env)
+    # no --rope-theta or --max-length: the adapter's training record brings its RoPE and window
+    _run([*lceval_cmd, "run", "--model", base, "--adapter", str(trained), "--backend", "hf", *GRID,
+          "--out", str(runs), "--run-id", "adapter"], cli_env)
+    manifest = json.loads((runs / "adapter" / "manifest.json").read_text())
+    assert manifest["rope_parameters"] == {"rope_type": "default", "rope_theta": 160000.0}
+    assert manifest["max_length"] == 1024
     merged = tmp_path / "merged"
     _run([*lceval_cmd, "export", str(trained), "--merge", "--output-dir", str(merged)], cli_env)
     config = json.loads((merged / "config.json").read_text())

@@ -25,9 +25,9 @@ from typing import Any
 from rich.console import Console
 
 from lceval.errors import UserError
+from lceval.model_files import TRAINING_RECORD
 from lceval.training.recipe import Recipe, dump_recipe, gradient_accumulation
 
-TRAINING_RECORD = "lceval_training.json"
 # Settings that may change between a killed run and its resumption without changing what is trained.
 RESUMABLE_CHANGES = {("training", "save_steps"), ("training", "logging_steps"), ("training", "save_total_limit"),
                      ("training", "dataloader_num_workers")}

@@ -18,6 +18,7 @@ class BackendSettings:
     adapter_path: Path | None = None
     adapter_rank: int | None = None
     rope_theta: float | None = None
+    rope_parameters: dict[str, Any] | None = None  # a whole RoPE setting (an adapter's, from lceval train)
     dtype: str = "auto"
     seed: int = 0
     trust_remote_code: bool = False
@@ -119,14 +120,18 @@ def resolve_dtype(setting: str, config: Any) -> str:
     return str(declared).replace("torch.", "")
 
 
-def rope_overrides(config: Any, rope_theta: float | None, max_length: int, window: int) -> dict[str, Any]:
-    """Config fields to override for a RoPE-base change and a window beyond the declared one.
+def rope_overrides(config: Any, rope_theta: float | None, max_length: int, window: int,
+                   rope_parameters: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Config fields to override for a RoPE change (a new base, or a whole setting) and a window beyond the
+    declared one.
 
     transformers v5 keeps the base in `rope_parameters`, v4 in `rope_theta`; the same dict serves as vLLM's
     hf_overrides and as attributes set on a transformers config, so both backends see the same positions.
     """
     overrides: dict[str, Any] = {}
-    if rope_theta is not None:
+    if rope_parameters is not None:
+        overrides["rope_parameters"] = dict(rope_parameters)
+    elif rope_theta is not None:
         params = getattr(config, "rope_parameters", None)
         if isinstance(params, dict):
             overrides["rope_parameters"] = {**params, "rope_theta": float(rope_theta)}

@@ -35,7 +35,8 @@ class HFBackend(Backend):
 
         path = settings.model_path
         config = AutoConfig.from_pretrained(path, trust_remote_code=settings.trust_remote_code)
-        for key, value in rope_overrides(config, settings.rope_theta, settings.max_length, model_window(path)).items():
+        for key, value in rope_overrides(config, settings.rope_theta, settings.max_length, model_window(path),
+                                    settings.rope_parameters).items():
             setattr(config, key, value)
         self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=settings.trust_remote_code)
         self._dtype = getattr(torch, resolve_dtype(settings.dtype, config))

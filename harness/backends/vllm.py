@@ -51,7 +51,8 @@ class VLLMBackend(Backend):
 
         path = settings.model_path
         config = AutoConfig.from_pretrained(path, trust_remote_code=settings.trust_remote_code)
-        overrides = rope_overrides(config, settings.rope_theta, settings.max_length, model_window(path))
+        overrides = rope_overrides(config, settings.rope_theta, settings.max_length, model_window(path),
+                                   settings.rope_parameters)
         utilization = settings.gpu_memory_utilization
         if utilization is None:
             utilization = CPU_MEMORY_UTILIZATION if _on_cpu() else 0.9
