@@ -233,7 +233,7 @@ def _evaluate(spec: CheckSpec, where: dict[str, str], pairs: list[tuple[dict, di
         paired = stats.paired_test(b_up, c_up, kind, margin, confidence, policy.bootstrap_iterations, policy.seed,
                                    name)
         low, high = paired.ci
-        result.ci = (low, high) if spec.direction == "higher" else (-high, -low)
+        result.ci = (low, high) if spec.direction == "higher" else (0.0 - high, 0.0 - low)
         result.test, result.p_value, result.detail = paired.test, paired.p_value, paired.detail
     return result
 
@@ -355,7 +355,8 @@ def verdict_markdown(verdict: Verdict) -> str:
     if verdict.warnings:
         lines += ["> **Compared despite mismatches (--allow-mismatch):**"]
         lines += [f"> - {w}" for w in verdict.warnings] + [""]
-    lines += [f"| | check | n | baseline | candidate | difference [{level} CI] | margin | min | p (Holm) | verdict |",
+    lines += [f"| | check | n | baseline | candidate | difference [{level} CI] | margin | min/max | p (Holm) "
+              "| verdict |",
               "|---|---|--:|--:|--:|---|--:|--:|--:|---|"]
     for c in verdict.checks:
         ci = f"{c.difference:+.4f} [{c.ci[0]:+.4f}, {c.ci[1]:+.4f}]" if c.ci else f"{c.difference:+.4f}"
@@ -373,7 +374,7 @@ def verdict_markdown(verdict: Verdict) -> str:
               f"bootstrap of the mean difference ({policy.bootstrap_iterations} resamples, seed {policy.seed}). A "
               f"margin check passes when the one-sided p-value of \"worse by the margin or more\" is below "
               f"{policy.alpha:g} ({correction}); the {level} interval's lower end is that one-sided bound. Floors "
-              "(min) apply to the candidate's mean.", "", "</details>", ""]
+              "(min/max) apply to the candidate's mean.", "", "</details>", ""]
     return "\n".join(lines)
 
 

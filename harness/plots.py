@@ -169,7 +169,8 @@ def _annotate(ax, grid: np.ndarray, signed: bool) -> None:
         return
     for (row, col), value in np.ndenumerate(grid):
         text = "n/a" if np.isnan(value) else (f"{value:+.2f}" if signed else f"{value:.2f}")
-        ax.text(col, row, text, ha="center", va="center", fontsize=7, color="#1a1a1a")
+        dark = signed and not np.isnan(value) and abs(value) > 0.6  # the diverging map's deep ends
+        ax.text(col, row, text, ha="center", va="center", fontsize=7, color="white" if dark else "#1a1a1a")
 
 
 def plot_heatmap_panels(path: Path | Any, lengths: list[int], depths: list[float],
@@ -201,7 +202,7 @@ def plot_heatmap_panels(path: Path | Any, lengths: list[int], depths: list[float
         ax.set_title(label, fontsize=9)
         _annotate(ax, grid, signed=diff)
         bar = fig.colorbar(image, ax=ax, fraction=0.05, pad=0.03)
-        bar.set_label("Difference (right − left)" if diff else METRIC_LABELS.get(metric, metric), fontsize=8)
+        bar.set_label("Change (red worse, blue better)" if diff else METRIC_LABELS.get(metric, metric), fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
@@ -234,7 +235,8 @@ def plot_category_bars(path: Path | Any, categories: list[str],
     ax.set_xlabel("Category")
     ax.grid(True, axis="y", color="#dddddd", linewidth=0.8)
     ax.set_axisbelow(True)
-    ax.legend(loc="upper right", fontsize=8, frameon=False)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16 if len(categories) <= 4 else -0.3), fontsize=8,
+              frameon=False, ncol=min(len(series), 4))
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path)

@@ -314,14 +314,15 @@ def summary_png(path: Path, runs: list[Run], rows: list[Row], figures: list[Figu
     overall = [r for r in rows if r.axis is None]
     pictures = [mpimg.imread(io.BytesIO(f.png), format="png") for f in figures[:2]]
     header = table_header(runs)
-    table_height = 0.32 * (len(overall) + 2)
+    table_height = 0.27 * (len(overall) + 2)
     heights = [table_height] + [8.5 * p.shape[0] / p.shape[1] for p in pictures]
     fig = plt.figure(figsize=(8.5 + 1.3 * max(0, len(header) - 6), sum(heights) + 0.4), dpi=130)
     grid = fig.add_gridspec(len(heights), 1, height_ratios=heights)
     ax = fig.add_subplot(grid[0])
     ax.axis("off")
     ax.set_title("lceval compare: score [95% CI]; Δ vs the first run [paired 95% CI]", fontsize=10)
-    table = ax.table(cellText=[table_cells(r) for r in overall], colLabels=header, loc="center", cellLoc="center")
+    table = ax.table(cellText=[table_cells(r) for r in overall], colLabels=header, loc="upper center",
+                     cellLoc="center")
     table.auto_set_font_size(False)
     table.set_fontsize(7.5)
     table.auto_set_column_width(list(range(len(header))))

@@ -65,7 +65,7 @@ def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> tuple[float, fl
     if n == 0:
         return 0.0, 1.0
     tail = (1 - confidence) / 2
-    low = 0.0 if k == 0 else _bisect(lambda p: tail - binomial_sf(k, n, p), 0.0, 1.0)
+    low = 0.0 if k == 0 else _bisect(lambda p: binomial_sf(k, n, p) - tail, 0.0, 1.0)
     high = 1.0 if k == n else _bisect(lambda p: tail - binomial_cdf(k, n, p), 0.0, 1.0)
     return low, high
 
