@@ -370,7 +370,8 @@ def verdict_markdown(verdict: Verdict) -> str:
     correction = "Holm-corrected across the gate's margin checks" if policy.correction == "holm" else "uncorrected"
     lines += ["", "<details><summary>Method</summary>", "",
               "Samples are paired by id (same prompt hash). Difference = candidate − baseline. Pass/fail metrics: "
-              "exact McNemar on the discordant pairs (conditional on their number); continuous metrics: paired "
+              "Tango's score test of the margin (McNemar's statistic with the share of discordant pairs re-estimated "
+              "under the null) and its score interval, exact McNemar for any difference; continuous metrics: paired "
               f"bootstrap of the mean difference ({policy.bootstrap_iterations} resamples, seed {policy.seed}). A "
               f"margin check passes when the one-sided p-value of \"worse by the margin or more\" is below "
               f"{policy.alpha:g} ({correction}); the {level} interval's lower end is that one-sided bound. Floors "

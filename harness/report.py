@@ -274,7 +274,8 @@ def html_report(runs: list[Run], rows: list[Row], figures: list[Figure]) -> str:
     parts += ["<h2>Scores</h2>",
               "<p>Each score is the mean over samples with its 95% interval (Wilson for pass/fail metrics, bootstrap "
               "otherwise); Δ is the paired difference to the first run on the samples both ran with the same prompt "
-              "(exact McNemar interval or paired bootstrap). Blue: the interval lies above 0; red: below.</p>",
+              "(Tango's score interval for pass/fail metrics, else a paired bootstrap). Blue: the interval lies "
+              "above 0; red: below.</p>",
               _rows_table_html(runs, rows), "<h2>Pictures</h2>"]
     for figure in figures:
         data = base64.b64encode(figure.png).decode("ascii")

@@ -4,7 +4,8 @@ Paired tests compare per-sample scores of a baseline and a candidate aligned on 
 convention everywhere: `difference = candidate - baseline` (after flipping lower-is-better metrics), so that a
 regression is a negative difference and a non-inferiority margin `delta` asks whether the difference is > -delta.
 
-- Pass/fail metrics (values 0 or 1): exact McNemar on the discordant pairs, conditional on their number.
+- Pass/fail metrics (values 0 or 1): exact McNemar for any difference; for a margin, Tango's score test and
+  interval (McNemar's statistic with the share of discordant pairs re-estimated under the null).
 - Continuous metrics: a paired bootstrap of the mean difference (seeded numpy Generator, reproducible).
 - One run: a Wilson interval for a pass rate, a bootstrap percentile interval for a mean.
 - Several checks at once: Holm's step-down adjustment of the p-values.
@@ -164,43 +165,63 @@ def _check_pairs(baseline: Sequence[float], candidate: Sequence[float]) -> tuple
     return base, cand
 
 
-def mcnemar_margin_p(b: int, c: int, n: int, margin: float) -> float:
-    """One-sided p-value of H0: difference <= -margin, from b losses and c wins among n pairs.
+def restricted_loss_rate(b: int, c: int, n: int, d0: float) -> float:
+    """Maximum-likelihood P(baseline passes, candidate fails) under H0: difference = d0 (Tango 1998).
 
-    The difference is psi * (1 - 2 * pi), where psi is the share of discordant pairs and pi the share of losses
-    among them. Conditional on the m = b + c discordant pairs (psi estimated as m / n), b ~ Binomial(m, pi), and the
-    margin's boundary is pi0 = (m + margin * n) / (2m); the p-value is P(Binomial(m, pi0) <= b). Where
-    margin * n > m, even m losses stay within the margin: p = 0. With margin 0 this is the one-sided exact McNemar.
+    With x that probability and x + d0 that of a win, the likelihood b log x + c log(x + d0) +
+    (n - b - c) log(1 - 2x - d0) is maximal at the feasible root of 2n x^2 - B x - b d0 (1 - d0) = 0,
+    B = b (1 - 3 d0) + c (1 - d0) - 2 d0 (n - b - c).
     """
-    m = b + c
-    if m == 0:
-        return 0.0 if margin > 0 else 1.0
-    if margin * n > m:
-        return 0.0
-    pi0 = (m + margin * n) / (2 * m)
-    return binomial_cdf(b, m, min(pi0, 1.0))
+    low, high = max(0.0, -d0), (1 - d0) / 2
+    big_b = b * (1 - 3 * d0) + c * (1 - d0) - 2 * d0 * (n - b - c)
+    root = math.sqrt(max(big_b * big_b + 8 * n * b * d0 * (1 - d0), 0.0))
+    candidates = [(big_b + sign * root) / (4 * n) for sign in (1, -1)]
+    feasible = [x for x in candidates if low - 1e-12 <= x <= high + 1e-12]
+    return min(max(feasible[0] if feasible else candidates[0], low), high)
+
+
+def score_statistic(b: int, c: int, n: int, d0: float) -> float:
+    """Tango's score statistic for H0: difference = d0 from b losses and c wins among n pairs; at d0 = 0 it is
+    McNemar's (c - b) / sqrt(b + c). It falls as d0 rises."""
+    x = restricted_loss_rate(b, c, n, d0)
+    excess = c - b - n * d0
+    variance = n * (2 * x + d0 - d0 * d0)
+    if variance <= 1e-15:
+        return math.copysign(math.inf, excess) if excess else 0.0
+    return excess / math.sqrt(variance)
+
+
+def _normal_sf(z: float) -> float:
+    return 0.5 * math.erfc(z / math.sqrt(2))
+
+
+def margin_p(b: int, c: int, n: int, margin: float) -> float:
+    """One-sided p-value of H0: difference <= -margin (Tango's score test; at margin 0, McNemar's one-sided test
+    in its normal form). It does not take the share of discordant pairs as known, so a handful of losses among
+    many pairs is not waved through: non-inferiority needs evidence, not the absence of disagreement."""
+    return _normal_sf(score_statistic(b, c, n, -margin))
+
+
+def score_interval_paired(b: int, c: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Tango's score interval of the paired difference: the d0 that a two-sided test at `confidence` keeps."""
+    z = _normal_quantile(1 - (1 - confidence) / 2)
+    lo, hi = -1 + 1e-12, 1 - 1e-12
+    lower = _bisect(lambda d0: z - score_statistic(b, c, n, d0), lo, hi)
+    upper = _bisect(lambda d0: -z - score_statistic(b, c, n, d0), lo, hi)
+    return max(-1.0, lower), min(1.0, upper)
 
 
 def paired_binary(baseline: Sequence[float], candidate: Sequence[float], margin: float,
                   confidence: float = 0.95) -> Paired:
-    """Exact McNemar for pass/fail scores, with the margin's one-sided test and the matching exact interval.
-
-    The interval maps the Clopper-Pearson interval of pi (b of m) through psi * (1 - 2 * pi), so that the margin
-    test rejects exactly when the interval's lower end lies above -margin (at confidence 1 - 2 * alpha).
-    """
+    """Pass/fail scores: exact McNemar for "any difference", and for the margin Tango's score test (the McNemar
+    statistic with the discordant share re-estimated under H0) with its score interval, so that the margin test
+    rejects exactly when the interval at confidence 1 - 2 * alpha lies above -margin."""
     base, cand = _check_pairs(baseline, candidate)
     n = len(base)
     b = int(np.sum((base == 1) & (cand == 0)))
     c = int(np.sum((base == 0) & (cand == 1)))
-    m = b + c
-    psi = m / n
-    if m:
-        pi_low, pi_high = clopper_pearson(b, m, confidence)
-        ci = (psi * (1 - 2 * pi_high), psi * (1 - 2 * pi_low))
-    else:
-        ci = (0.0, 0.0)
-    return Paired(n, float(base.mean()), float(cand.mean()), (c - b) / n, ci, confidence, margin,
-                  mcnemar_margin_p(b, c, n, margin), mcnemar_exact(b, c), "exact McNemar",
+    return Paired(n, float(base.mean()), float(cand.mean()), (c - b) / n, score_interval_paired(b, c, n, confidence),
+                  confidence, margin, margin_p(b, c, n, margin), mcnemar_exact(b, c), "McNemar / Tango score",
                   {"losses": b, "wins": c})
 
 
