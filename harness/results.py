@@ -69,6 +69,11 @@ class RunFolder:
         except OSError as err:
             raise UserError(f"cannot write the run folder {self.path} ({err.strerror}); choose another --out.") from err
 
+    def remove_if_empty(self) -> None:
+        """Remove the folder if nothing was written into it (a run refused before its first file)."""
+        if self.path.is_dir() and not any(self.path.iterdir()):
+            self.path.rmdir()
+
     def manifest(self) -> dict[str, Any]:
         return read_json_file(self.manifest_path)
 

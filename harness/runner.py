@@ -250,7 +250,11 @@ def execute(cfg: RunConfig, console: Console, backend: Backend | None = None) ->
                    **openai_settings(cfg)},
         )
         lent = backend is not None
-        backend = backend or open_backend(requested, settings, console)
+        try:
+            backend = backend or open_backend(requested, settings, console)
+        except Exception:
+            run.remove_if_empty()  # a backend that cannot start leaves no empty run folder behind
+            raise
         try:
             if previous and backend.name != previous:
                 raise UserError(f"run {run.path} was run on backend {previous}, not {backend.name}; "

@@ -83,11 +83,11 @@ class LmEvalTask(Task):
 
     version = "1"
 
-    def __init__(self, lm_eval_name: str, options: dict[str, Any] | None = None):
+    def __init__(self, lm_eval_name: str, options: dict[str, Any] | None = None, name: str | None = None):
         super().__init__(options)
-        check_options(LmEvalOptions, self.options, f"lm-eval:{lm_eval_name}")
         self.lm_eval_name = lm_eval_name
-        self.name = f"lm-eval:{lm_eval_name}"
+        self.name = name or f"lm-eval:{lm_eval_name}"
+        check_options(LmEvalOptions, self.options, self.name)
         self.opts = LmEvalOptions(**self.options)
         self._data_sha256: str | None = None
         self._chat_used = False
@@ -302,9 +302,7 @@ def lm_eval_task(lm_eval_name: str):
 
 
 def _mmlu(options=None) -> LmEvalTask:
-    task = LmEvalTask("mmlu", {"num_fewshot": 0, "chat_template": True, **(options or {})})
-    task.name = "mmlu"
-    return task
+    return LmEvalTask("mmlu", {"num_fewshot": 0, "chat_template": True, **(options or {})}, name="mmlu")
 
 
 _mmlu.description = MMLU_DESCRIPTION

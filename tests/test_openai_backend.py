@@ -70,6 +70,15 @@ def test_a_dead_url_is_one_sentence_naming_it(demo_model):
         OpenAIBackend(settings)
 
 
+def test_a_run_whose_server_is_dead_leaves_no_empty_run_folder(demo_model, lceval_cmd, cli_env, tmp_path):
+    url = f"http://127.0.0.1:{free_port()}"
+    proc = subprocess.run([*lceval_cmd, "run", "--backend", "openai", "--base-url", url, "--max-retries", "0",
+                           "--out", str(tmp_path), "--run-id", "dead"], env=cli_env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2 and f"no OpenAI-compatible server answers at {url}" in proc.stderr
+    assert not (tmp_path / "dead").exists()
+
+
 # -- real servers -----------------------------------------------------------------------------------------------
 
 
