@@ -17,7 +17,7 @@ from typing import Any
 
 from lceval import stats
 from lceval.errors import UserError
-from lceval.results import MANIFEST, RESULTS, SAMPLES, RunFolder
+from lceval.results import MANIFEST, RESULTS, SAMPLES, RunFolder, first_difference
 
 # Task settings that say where a file lives or how a picture is drawn, not what was asked or how it was scored:
 # where the data differ, the prompt hashes differ, and that is checked sample by sample.
@@ -222,17 +222,6 @@ def _settings(run: Run, task: str) -> dict[str, Any]:
 def _scorers(run: Run) -> dict[str, str]:
     packages = (run.manifest.get("software") or {}).get("packages") or {}
     return {name: packages[name] for name in SCORER_PACKAGES if name in packages}
-
-
-def first_difference(old: Any, new: Any, path: str = "") -> tuple[str, Any, Any] | None:
-    """The first (dotted key, old value, new value) where two settings trees differ."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        for key in sorted(set(old) | set(new), key=str):
-            found = first_difference(old.get(key), new.get(key), f"{path}.{key}" if path else str(key))
-            if found:
-                return found
-        return None
-    return None if old == new else (path, old, new)
 
 
 def _first(ids: list[str]) -> str:

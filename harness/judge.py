@@ -20,6 +20,7 @@ from lceval.backends.openai import (
     RequestRefused,
     RetryPolicy,
     ServerDown,
+    chat_text,
     parse_base_urls,
     pick_model,
     read_api_key,
@@ -74,7 +75,7 @@ class Judge:
             self.model = pick_model(self.url, self._request("GET", "/v1/models").get("data") or [], None)["id"]
         body = {"model": self.model, "messages": messages, "max_tokens": max_tokens, **GREEDY_STANDARD}
         answer = self._request("POST", "/v1/chat/completions", body)
-        return answer["choices"][0]["message"].get("content") or ""
+        return chat_text(answer)
 
     def close(self) -> None:
         if self._loop is not None:

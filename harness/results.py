@@ -40,6 +40,17 @@ def read_json_file(path: Path) -> dict[str, Any]:
         raise UserError(f"{path} is not valid JSON ({err}); restore it or start a new run id.") from err
 
 
+def first_difference(old: Any, new: Any, path: str = "") -> tuple[str, Any, Any] | None:
+    """The first (dotted key, old value, new value) where two settings trees differ (manifests, fingerprints)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new), key=str):
+            found = first_difference(old.get(key), new.get(key), f"{path}.{key}" if path else str(key))
+            if found:
+                return found
+        return None
+    return None if old == new else (path, old, new)
+
+
 class RunFolder:
     def __init__(self, path: Path):
         self.path = path

@@ -29,7 +29,7 @@ from lceval.model_files import (
 )
 from lceval.progress import sample_progress
 from lceval.prompting import hash_ids, hash_text, stop_token_ids
-from lceval.results import SCHEMA_VERSION, RunFolder
+from lceval.results import SCHEMA_VERSION, RunFolder, first_difference
 from lceval.task import PromptContext, Sample, Task
 
 
@@ -98,16 +98,6 @@ def _fingerprint(cfg: RunConfig, model_hash: str, adapter_hash: str | None, max_
         "tasks": {t.name: {"version": t.version, "settings": t.settings()} for t in tasks},
         "served_adapter": None if adapter_hash else served_adapter_name(cfg),  # --backend openai: a LoRA by name
     }
-
-
-def _first_difference(old: Any, new: Any, path: str = "") -> str | None:
-    if isinstance(old, dict) and isinstance(new, dict):
-        for key in sorted(set(old) | set(new), key=str):
-            found = _first_difference(old.get(key), new.get(key), f"{path}.{key}" if path else str(key))
-            if found:
-                return found
-        return None
-    return None if old == new else f"{path} (was {old!r}, now {new!r})"
 
 
 def plan(cfg: RunConfig, console: Console) -> Plan:
@@ -186,9 +176,11 @@ def plan(cfg: RunConfig, console: Console) -> Plan:
     }
     if run.exists():
         old = run.manifest()
-        diff = _first_difference(old.get("fingerprint"), fingerprint)
+        diff = first_difference(old.get("fingerprint"), fingerprint)
         if diff:
-            raise UserError(f"run {run.path} was started with different settings: {diff}; "
+            key, before, after = diff
+            raise UserError(f"run {run.path} was started with different settings: {key} (was {before!r}, now "
+                            f"{after!r}); "
                             "use a new --run-id rather than mix results.")
         manifest.update(created_at=old["created_at"], sessions=old.get("sessions", []), backend=old.get("backend"))
     return Plan(cfg, model, adapter, max_length, tasks, samples, all_ids, run, manifest)

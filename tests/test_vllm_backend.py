@@ -57,22 +57,9 @@ def test_runner_on_a_lent_engine_writes_a_complete_run(vllm_backend, tmp_path, l
 @pytest.fixture(scope="module")
 def lora_adapter(demo_model, tmp_path_factory):
     """A real PEFT LoRA adapter on the demo model with non-zero weights, so that it changes outputs."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
+    from openai_server import make_lora_adapter
 
-    torch.manual_seed(1)
-    model = AutoModelForCausalLM.from_pretrained(demo_model, dtype=torch.float32)
-    config = LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
-                        init_lora_weights=False)
-    peft_model = get_peft_model(model, config)
-    with torch.no_grad():
-        for name, param in peft_model.named_parameters():
-            if "lora_" in name:
-                param.mul_(20.0)
-    path = tmp_path_factory.mktemp("adapter")
-    peft_model.save_pretrained(path)
-    return path
+    return make_lora_adapter(demo_model, tmp_path_factory.mktemp("adapter"))
 
 
 def test_lora_adapter_and_rope_override_reach_the_engine(demo_model, lora_adapter, vllm_backend):

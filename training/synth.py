@@ -204,6 +204,8 @@ def synth(documents_dir: Path, out: Path, base_url: str, *, model: str | None = 
         RequestRefused,
         RetryPolicy,
         ServerDown,
+        chat_text,
+        close_clients,
         parse_base_urls,
         pick_model,
         read_api_key,
@@ -228,7 +230,8 @@ def synth(documents_dir: Path, out: Path, base_url: str, *, model: str | None = 
     lock = threading.Lock()
     stats = {"sent": 0, "parsed": 0, "unparsed": 0, "skipped_done": len(units) - len(todo)}
     try:
-        clients = loop.run(_clients(ApiClient, urls, read_api_key(api_key_env), policy, concurrency))
+        key = read_api_key(api_key_env)
+        clients = [ApiClient(url, key, policy, concurrency) for url in urls]
         try:
             models = loop.run(clients[0].request("GET", "/v1/models"))["data"]
         except (ServerDown, RequestRefused) as err:
@@ -244,7 +247,7 @@ def synth(documents_dir: Path, out: Path, base_url: str, *, model: str | None = 
             except RequestRefused as err:
                 raise refused(err, "a synthesis request", "check --model and the prompt length against the "
                               "server's --max-model-len") from None
-            return answer["choices"][0]["message"].get("content") or ""
+            return chat_text(answer)
 
         def emit(i: int, text: str) -> None:
             unit = todo[i]
@@ -264,7 +267,7 @@ def synth(documents_dir: Path, out: Path, base_url: str, *, model: str | None = 
             raise UserError(f"teacher server stopped answering ({err}); what finished is in {raw}, so rerun the "
                             "same command to continue.") from None
         finally:
-            loop.run(_close(clients))
+            loop.run(close_clients(clients))
     finally:
         loop.close()
     stats["conversations"] = assemble(out, spec, dict(docs)) if raw.exists() else {}
@@ -272,11 +275,3 @@ def synth(documents_dir: Path, out: Path, base_url: str, *, model: str | None = 
                                             encoding="utf-8")
     return stats
 
-
-async def _clients(cls, urls, key, policy, concurrency):
-    return [cls(url, key, policy, concurrency) for url in urls]
-
-
-async def _close(clients) -> None:
-    for client in clients:
-        await client.aclose()

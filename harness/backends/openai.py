@@ -196,6 +196,16 @@ class ApiClient:
         await self._http.aclose()
 
 
+async def close_clients(clients: Sequence[ApiClient]) -> None:
+    """Close every client's connections, whatever state each is in."""
+    await asyncio.gather(*(client.aclose() for client in clients), return_exceptions=True)
+
+
+def chat_text(answer: dict[str, Any]) -> str:
+    """The reply text of a /v1/chat/completions answer ("" where the server sent none)."""
+    return answer["choices"][0]["message"].get("content") or ""
+
+
 class LoopThread:
     """One asyncio loop in a daemon thread: requests stay in flight while the caller writes and scores results."""
 
@@ -553,11 +563,8 @@ class OpenAIBackend(Backend):
         loop = getattr(self, "_loop", None)
         if loop is None:
             return
-        async def close_clients() -> None:
-            await asyncio.gather(*(c.aclose() for c in getattr(self, "clients", [])), return_exceptions=True)
-
         try:
-            loop.run(close_clients())
+            loop.run(close_clients(getattr(self, "clients", [])))
         finally:
             loop.close()
             self._loop = None
