@@ -101,6 +101,19 @@ def list_tasks() -> None:
     _stdout().print(table)
 
 
+@app.command("models")
+def list_models() -> None:
+    """List the models lceval knows by name (--model NAME), whether each is installed, and how to install it."""
+    from lceval.models import DEFAULT_MODEL, NAMED_MODELS
+
+    table = Table("name", "installed", "what it is", "install")
+    for model in NAMED_MODELS.values():
+        path = model.locate() if model.name != DEFAULT_MODEL else "built on first use"
+        name = f"{model.name} (default)" if model.name == DEFAULT_MODEL else model.name
+        table.add_row(name, escape(str(path)) if path else "[red]no[/]", model.description, escape(model.install))
+    _stdout().print(table)
+
+
 @app.command()
 def show(run_dir: Path) -> None:
     """Print a run's results table."""

@@ -54,3 +54,10 @@ def substring_match(prediction: str, answers: list[str]) -> float:
         return 0.0
     lowered = prediction.lower()
     return sum(1.0 for answer in answers if answer.lower() in lowered) / len(answers)
+
+
+def all_found(prediction: str, keys: list[str]) -> float:
+    """1.0 when every key appears in `prediction`, case-insensitively, else 0.0: a pass/fail score that counts a
+    paraphrase holding the key facts as found and a wrong fact as missed (RULER scores by its keys this way)."""
+    lowered = prediction.lower()
+    return float(bool(keys) and all(key.lower() in lowered for key in keys))

@@ -24,6 +24,8 @@ class ModelRef:
     spec: str
     path: Path
     revision: str | None = None
+    gguf: dict[str, str] | None = None  # a GGUF model: the file it was read from and its sha256
+    named: str | None = None  # a model lceval knows by name (lceval.models)
 
 
 def _looks_like_hub_id(spec: str) -> bool:
@@ -31,8 +33,18 @@ def _looks_like_hub_id(spec: str) -> bool:
 
 
 def resolve_model(spec: str, revision: str | None = None) -> ModelRef:
-    """A local folder as is; a hub id through the hub cache (downloaded when the hub is reachable)."""
-    path = Path(spec).expanduser()
+    """A named model, a GGUF file (or a folder holding one), a local checkpoint folder as is, or a hub id through
+    the hub cache (downloaded when the hub is reachable)."""
+    from lceval.models import locate, named_model
+
+    named = named_model(spec)
+    path = locate(named) if named else Path(spec).expanduser()
+    gguf = gguf_file(path)
+    if gguf is not None:
+        folder, record = gguf_folder(gguf)
+        return ModelRef(spec, folder, revision, gguf=record, named=named and named.name)
+    if named:
+        return ModelRef(spec, path.resolve(), revision, named=named.name)
     if path.is_dir():
         if not (path / "config.json").exists():
             raise UserError(f"model folder {path} has no config.json; point --model at a transformers checkpoint.")
@@ -50,6 +62,70 @@ def resolve_model(spec: str, revision: str | None = None) -> ModelRef:
             "download it and pass its folder to --model."
         ) from err
     return ModelRef(spec, Path(local), revision or Path(local).name)
+
+
+GGUF_RECORD = "lceval_gguf.json"  # beside a dequantised GGUF model: the file it came from and its sha256
+
+
+def gguf_file(path: Path) -> Path | None:
+    """The GGUF file `path` names: the file itself, or the one .gguf of a folder without config.json."""
+    if path.is_file() and path.suffix.lower() == ".gguf":
+        return path.resolve()
+    if path.is_dir() and not (path / "config.json").exists():
+        found = sorted(path.glob("*.gguf"))
+        if len(found) > 1:
+            raise UserError(f"model folder {path} holds {len(found)} GGUF files; pass the one to run to --model.")
+        if found:
+            return found[0].resolve()
+    return None
+
+
+def gguf_folder(file: Path) -> tuple[Path, dict[str, str]]:
+    """A transformers checkpoint folder for a GGUF file: dequantised once by transformers' GGUF loader (weights in
+    float32, tokenizer and chat template from the file's metadata) into lceval's cache, keyed by the file's hash."""
+    from lceval.demo import cache_dir
+
+    sha = _file_digest(file, full=True)
+    record = {"file": str(file), "sha256": sha}
+    folder = cache_dir() / "gguf" / f"{file.stem}-{sha[:16]}"
+    if (folder / GGUF_RECORD).exists():
+        return folder, record
+    import shutil
+    import tempfile
+
+    from rich.console import Console
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".building-", dir=folder.parent))
+    try:
+        with Console(stderr=True).status(f"dequantising {file.name} into {folder} (once)"):
+            _dequantise(file, staging)
+        (staging / GGUF_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        if folder.exists():
+            shutil.rmtree(folder)
+        staging.rename(folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder, record
+
+
+def _dequantise(file: Path, out: Path) -> None:
+    try:
+        import gguf  # noqa: F401  (transformers' GGUF loader needs it)
+    except ImportError as err:
+        raise UserError(f"reading {file} needs the `gguf` package; run `pip install gguf`.") from err
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(file.parent, gguf_file=file.name)
+        model = AutoModelForCausalLM.from_pretrained(file.parent, gguf_file=file.name)
+    except Exception as err:  # transformers names what it cannot read (architecture, quantisation type, a bad file)
+        raise UserError(f"transformers could not read the GGUF file {file} ({type(err).__name__}: {err}).") from err
+    # The weights are dequantised in memory: save them as a plain checkpoint, not as a GGUF-quantised one.
+    model.config.__dict__.pop("quantization_config", None)
+    model.hf_quantizer = None
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -101,11 +177,11 @@ def read_adapter(spec: str) -> AdapterInfo:
     )
 
 
-def _file_digest(path: Path) -> str:
+def _file_digest(path: Path, full: bool = False) -> str:
     digest = hashlib.sha256()
     size = path.stat().st_size
     with path.open("rb") as handle:
-        if size <= FULL_HASH_LIMIT:
+        if full or size <= FULL_HASH_LIMIT:
             for block in iter(lambda: handle.read(2**20), b""):
                 digest.update(block)
         else:

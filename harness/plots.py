@@ -10,7 +10,8 @@ import numpy as np
 
 # gkamradt's colours, kept by the seed paper and NeedleBench: red (0) -> amber -> green (1).
 HEATMAP_COLOURS = ["#F0496E", "#EBB839", "#0CD79F"]
-METRIC_LABELS = {"rouge_l_f1": "ROUGE-L F1 vs the needle", "substring_match": "Key answer found (substring)",
+METRIC_LABELS = {"key_facts": "Needle's key facts found", "rouge_l_f1": "ROUGE-L F1 vs the needle",
+                 "exact_phrase": "Whole answer phrase found (strict)",
                  "passkey_match": "Pass key retrieved (first integer)"}
 
 

@@ -11,7 +11,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from lceval import demo, environment, registry
+from lceval import environment, registry
 from lceval.backends.base import Backend, BackendSettings, generation_eos
 from lceval.backends.openai import served_adapter_name, served_only_adapter
 from lceval.backends.openai import settings_extra as openai_settings
@@ -27,6 +27,7 @@ from lceval.model_files import (
     resolve_model,
     tokenizer_hash,
 )
+from lceval.models import DEFAULT_MODEL, NamedModel, named_model
 from lceval.progress import sample_progress
 from lceval.prompting import hash_ids, hash_text, stop_token_ids
 from lceval.results import SCHEMA_VERSION, RunFolder, first_difference
@@ -52,10 +53,11 @@ class Plan:
     manifest: dict[str, Any]
 
 
-def _make_tasks(cfg: RunConfig, is_demo: bool) -> list[Task]:
+def _make_tasks(cfg: RunConfig, named: NamedModel | None) -> list[Task]:
+    """The tasks with their options: a named model's default grid, then the user's options over it."""
     tasks = []
     for name in cfg.tasks:
-        options = dict(demo.DEMO_TASK_OPTIONS.get(name, {})) if is_demo else {}
+        options = dict(named.task_options.get(name, {})) if named else {}
         options.update(cfg.task_options.get(name, {}))
         factory = registry.tasks.get(name)
         if cfg.data_dir and getattr(factory, "reads_data_dir", False):
@@ -102,11 +104,11 @@ def _fingerprint(cfg: RunConfig, model_hash: str, adapter_hash: str | None, max_
 
 def plan(cfg: RunConfig, console: Console) -> Plan:
     """Validate everything a user can get wrong, and build all samples, before starting an engine."""
-    is_demo = cfg.model is None
-    tasks = _make_tasks(cfg, is_demo)
+    named = named_model(cfg.model or DEFAULT_MODEL)
+    tasks = _make_tasks(cfg, named)
     if cfg.backend != "auto":
         registry.backends.get(cfg.backend)  # an unknown backend fails here, naming the known ones
-    model = ModelRef("lceval-demo", demo.demo_model_path()) if is_demo else resolve_model(cfg.model, cfg.revision)
+    model = resolve_model(cfg.model or DEFAULT_MODEL, cfg.revision)
     if needs_remote_code(model.path) and not cfg.trust_remote_code:
         raise UserError(f"model {model.spec} ships its own code (auto_map in config.json); "
                         "pass --trust-remote-code only if you trust it.")
@@ -145,7 +147,9 @@ def plan(cfg: RunConfig, console: Console) -> Plan:
     run = RunFolder(Path(cfg.out) / run_id)
     run.ensure_writable()  # only now: input that fails above leaves no empty run folder behind
     with console.status("hashing the model"):
-        model_hash = folder_hash(model.path)
+        # A GGUF model is the file it came from (its dequantised folder is lceval's cache of it).
+        model_hash = ({"sha256": model.gguf["sha256"], "method": "sha256 of the GGUF file"} if model.gguf
+                      else folder_hash(model.path))
         adapter_hash = folder_hash(adapter.path) if adapter else None
     fingerprint = _fingerprint(cfg, model_hash["sha256"], adapter_hash and adapter_hash["sha256"], max_length, tasks)
     manifest = {
@@ -154,7 +158,7 @@ def plan(cfg: RunConfig, console: Console) -> Plan:
         "created_at": now(),
         "status": "running",
         "model": {"spec": model.spec, "path": str(model.path), "revision": model.revision, "window": window,
-                  **model_hash},
+                  "gguf_file": model.gguf and model.gguf["file"], **model_hash},
         "adapter": None if adapter is None else {"spec": cfg.adapter, "path": str(adapter.path),
                                                  "rank": adapter.rank, "base_model": adapter.base_model,
                                                  "modules_to_save": list(adapter.modules_to_save),
@@ -281,6 +285,7 @@ def _generate(backend: Backend, todo: list[tuple[Task, Sample]], run: RunFolder,
                     "prompt_tokens": len(sample.prompt_ids),
                     "meta": sample.meta,
                     "target": sample.target,
+                    "excerpt": sample.excerpt,
                     "output": outcome.output,
                     "output_tokens": outcome.output_tokens,
                     "finish_reason": outcome.finish_reason,

@@ -31,6 +31,9 @@ class Sample:
     meta: dict[str, Any] = field(default_factory=dict)
     stop_token_ids: list[int] = field(default_factory=list)  # empty: the model's own end tokens
     min_new_tokens: int = 0  # stop ids are ignored before this many new tokens (LongBench's samsum)
+    # A readable piece of the prompt around what the model must find, for a person looking at a failed sample
+    # (`lceval show --samples`, the HTML report): {"text": ..., "highlight": [start, end]} (character offsets).
+    excerpt: dict[str, Any] | None = None
 
 
 @dataclass

@@ -1,10 +1,15 @@
 """Needle in a haystack, as gkamradt's original test and the seed paper ran it, built exactly in tokens.
 
-Each cell (context length x depth) is one prompt of exactly `length` tokens, chat template included: the
-haystack is trimmed to what the description, needle, question and template leave, and the needle goes in at
-the depth, moved back to the start of the sentence it would have split. The nominal and the realised depth
-are both recorded. Scores: ROUGE-L F1 against the needle (the seed paper) and a case-insensitive substring
-match of the needle's key answer (RULER).
+Each cell (context length x depth) is one prompt of at most `length` tokens, chat template included: the
+haystack is cut to whole sentences within what the description, needle, question and template leave (a
+filler cut mid-sentence before the needle or the question makes models continue the broken sentence instead of
+answering), and the needle goes in at the depth, moved back to the start of the sentence it would have split.
+The nominal and the real length, and the nominal and the realised depth, are all recorded.
+
+Scores: `key_facts`, the pass/fail one (every key fact of the needle, declared per preset as `facts`, appears in
+the answer, case-insensitively: a paraphrase counts as found and a wrong fact as missed, as RULER scores by its
+keys); ROUGE-L F1 against the needle (the seed paper's); and `exact_phrase`, the strict secondary check that the
+preset's whole answer phrase appears verbatim (case-insensitively).
 """
 
 from __future__ import annotations
@@ -23,13 +28,15 @@ import numpy as np
 import yaml
 
 from lceval.errors import UserError
-from lceval.metrics import rouge_l_f1, substring_match
+from lceval.metrics import all_found, rouge_l_f1, substring_match
 from lceval.prompting import encode
 from lceval.registry import tasks
 from lceval.task import PromptContext, Sample, Task, check_options
 from lceval.tasks.haystack import GENERATED, haystack_text
 
-METRICS = ("rouge_l_f1", "substring_match")
+METRICS = ("key_facts", "rouge_l_f1", "exact_phrase")
+# Sentences of the prompt shown before and after the needle in a sample's excerpt.
+EXCERPT_SENTENCES = 3
 # A sentence ends at . ! or ?, maybe followed by closing quotes or brackets, then whitespace or the end.
 _SENTENCE_END = re.compile(r"[.!?][\"'\u201d\u2019)\]]*(\s+|$)")
 
@@ -66,6 +73,7 @@ class NeedleOptions:
     needle: str = ""
     question: str = ""
     answer: str = ""
+    facts: list[str] | None = None  # what an answer must hold to count as found (key_facts); {key} for passkeys
     system: str | None = None
     chat_template: bool = True
     max_new_tokens: int = 50
@@ -82,6 +90,12 @@ class NeedleOptions:
         if name not in presets():
             raise UserError(f"unknown needle preset {name!r}; presets: {', '.join(presets())}.")
         merged = {**presets()[name], **options}
+        if ("needle" in options or "answer" in options) and "facts" not in options:
+            # The preset's facts belong to the preset's needle: a new needle needs its own.
+            if not options.get("answer"):
+                raise UserError("a custom needle.needle needs needle.facts (the key words an answer must hold to "
+                                "count as found, e.g. [Dolores Park, hamburg]) or needle.answer.")
+            merged["facts"] = [options["answer"]]
         opts = cls(**merged)
         if opts.depth_spacing not in ("linear", "sigmoid"):
             raise UserError(f"needle.depth_spacing {opts.depth_spacing!r} must be 'linear' or 'sigmoid'.")
@@ -89,6 +103,8 @@ class NeedleOptions:
             raise UserError(f"needle.depth_rounding {opts.depth_rounding!r} must be 'floor', 'round' or 'none'.")
         if not opts.needle or not opts.question:
             raise UserError("needle.needle and needle.question must not be empty.")
+        if not opts.facts or not all(isinstance(f, str) and f.strip() for f in opts.facts):
+            raise UserError(f"needle.facts {opts.facts!r} must be a list of non-empty strings, e.g. [Dolores Park].")
         return opts
 
 
@@ -180,7 +196,7 @@ class NeedleTask(Task):
                             f"the window of {window} tokens; drop it from the lengths or raise --max-length.")
 
     def _haystack(self, tokenizer, n_tokens: int) -> tuple[list[int], list[int]]:
-        """At least `n_tokens` haystack ids and the sentence starts among them."""
+        """At least `n_tokens` haystack ids, and the sentence starts among them (up to and including n_tokens)."""
         n_chars = max(n_tokens * 6, 2000)
         while True:
             text = haystack_text(self.opts.haystack, n_chars, self.opts.haystack_seed)
@@ -189,13 +205,13 @@ class NeedleTask(Task):
             except NotImplementedError as err:
                 raise UserError("the needle task needs a fast tokenizer (tokenizer.json) to find sentences.") from err
             ids = list(enc["input_ids"])
-            if len(ids) >= n_tokens:
-                return ids[:n_tokens], [s for s in sentence_starts(text, enc["offset_mapping"]) if s < n_tokens]
+            if len(ids) > n_tokens:
+                return ids[:n_tokens], [s for s in sentence_starts(text, enc["offset_mapping"]) if s <= n_tokens]
             n_chars *= 2
 
-    def cell_needle(self, length: int, depth: float) -> tuple[str, str]:
-        """The needle text and key answer of one cell (the same for every cell, unless they hold a {key})."""
-        return self.opts.needle, self.opts.answer
+    def cell_needle(self, length: int, depth: float) -> dict[str, Any]:
+        """The needle, its answer phrase and key facts in one cell (the same everywhere, unless they hold a {key})."""
+        return {"needle": self.opts.needle, "answer": self.opts.answer, "facts": list(self.opts.facts)}
 
     def build_samples(self, ctx: PromptContext) -> list[Sample]:
         opts = self.opts
@@ -203,7 +219,7 @@ class NeedleTask(Task):
         tok = ctx.tokenizer
         description, question = (encode(tok, t) if t else [] for t in (opts.description, opts.question))
         cells = {(n, d): self.cell_needle(n, d) for n in self.lengths for d in self.depths}
-        needles = {text: encode(tok, text) for text, _ in cells.values()}
+        needles = {target["needle"]: encode(tok, target["needle"]) for target in cells.values()}
         fixed = turn.overhead + len(description) + len(question)
         longest_needle = max(len(ids) for ids in needles.values())
         if self.lengths[0] <= fixed + longest_needle:
@@ -213,28 +229,34 @@ class NeedleTask(Task):
             )
         haystack, starts = self._haystack(tok, self.lengths[-1] - fixed)
         samples = []
-        for (length, depth), (text, answer) in cells.items():
-            needle = needles[text]
+        for (length, depth), target in cells.items():
+            needle = needles[target["needle"]]
             budget = length - fixed - len(needle)
-            context = haystack[:budget]
-            pos = insertion_point(budget, depth, starts[: bisect.bisect_right(starts, budget)])
+            # Whole sentences only: the context ends where the last sentence that fits ends (a haystack without
+            # sentence marks within the budget is cut at the budget).
+            whole = starts[: bisect.bisect_right(starts, budget)]
+            cut = whole[-1] if whole[-1] > 0 else budget
+            context = haystack[:cut]
+            within = [s for s in whole if s <= cut]
+            pos = insertion_point(cut, depth, within)
             prompt = turn.wrap(description + context[:pos] + needle + context[pos:] + question)
             meta = {
                 "length": length,
                 "depth": depth,
-                "realized_depth": round(100 * pos / budget, 3),
+                "realized_depth": round(100 * pos / cut, 3),
                 "prompt_tokens": len(prompt),
                 "needle_token_index": len(turn.prefix_ids) + len(description) + pos,
             }
-            samples.append(Sample(cell_id(length, depth), prompt, opts.max_new_tokens,
-                                  {"needle": text, "answer": answer}, meta))
+            samples.append(Sample(cell_id(length, depth), prompt, opts.max_new_tokens, target, meta,
+                                  excerpt=_excerpt(tok, context, pos, needle, question, within)))
         return samples
 
     def score(self, sample: Sample, output: str) -> dict[str, float]:
-        answers = [sample.target["answer"]] if sample.target["answer"] else []
+        target = sample.target
         return self._judged(sample, output, {
-            "rouge_l_f1": rouge_l_f1(output, sample.target["needle"]),
-            "substring_match": substring_match(output, answers),
+            "key_facts": all_found(output, target["facts"]),
+            "rouge_l_f1": rouge_l_f1(output, target["needle"]),
+            "exact_phrase": substring_match(output, [target["answer"]] if target["answer"] else []),
         })
 
     def _judged(self, sample: Sample, output: str, scores: dict[str, Any]) -> dict[str, Any]:
@@ -276,15 +298,30 @@ class PasskeyTask(NeedleTask):
     def __init__(self, options: dict[str, Any] | None = None):
         super().__init__({"preset": "passkey", **(options or {})})
 
-    def cell_needle(self, length: int, depth: float) -> tuple[str, str]:
+    def cell_needle(self, length: int, depth: float) -> dict[str, Any]:
         key = str(random.Random(f"{self.opts.key_seed}/{length}/{depth:g}").randint(10000, 99999))
-        return self.opts.needle.replace("{key}", key), self.opts.answer.replace("{key}", key)
+        target = super().cell_needle(length, depth)
+        return {"needle": target["needle"].replace("{key}", key), "answer": target["answer"].replace("{key}", key),
+                "facts": [fact.replace("{key}", key) for fact in target["facts"]]}
 
     def score(self, sample: Sample, output: str) -> dict[str, float]:
         """Landmark's rule: the first integer of the output must be the key."""
         found = _FIRST_INTEGER.search(output)
         return self._judged(sample, output,
                             {"passkey_match": float(found is not None and found.group(0) == sample.target["answer"])})
+
+
+def _excerpt(tokenizer, context: list[int], pos: int, needle: list[int], question: list[int],
+             starts: list[int]) -> dict[str, Any]:
+    """A few whole sentences before and after the needle, the needle, and the question, as text."""
+    i = bisect.bisect_right(starts, pos)
+    first = starts[max(i - 1 - EXCERPT_SENTENCES, 0)] if starts else 0
+    last = starts[i + EXCERPT_SENTENCES - 1] if i + EXCERPT_SENTENCES - 1 < len(starts) else len(context)
+    before = ("[...] " if first > 0 else "") + tokenizer.decode(context[first:pos])
+    needle_text = tokenizer.decode(needle)
+    after = tokenizer.decode(context[pos:last]) + (" [...]" if last < len(context) else "")
+    text = before + needle_text + after + tokenizer.decode(question)
+    return {"text": text, "highlight": [len(before), len(before) + len(needle_text)]}
 
 
 def _mean(values: list[float]) -> float:
@@ -305,9 +342,15 @@ def aggregate_grid(records: list[dict[str, Any]], metrics: tuple[str, ...] = MET
     for (length, depth), group in cells.items():
         by_length.setdefault(length, []).extend(group)
         by_depth.setdefault(depth, []).extend(group)
+    real: dict[int, list[int]] = {}
+    for record in records:
+        real.setdefault(record["meta"]["length"], []).append(record["meta"]["prompt_tokens"])
     return {
         "n_samples": len(records),
         "metrics": means(records),
+        # How far the real prompts (whole sentences, chat template included) fall short of each nominal length.
+        "real_lengths": {str(k): {"min_tokens": min(v), "max_tokens": max(v), "mean_tokens": round(_mean(v), 1),
+                                  "mean_shortfall": round(k - _mean(v), 1)} for k, v in sorted(real.items())},
         "by_length": {str(k): means(v) for k, v in sorted(by_length.items())},
         "by_depth": {f"{k:g}": means(v) for k, v in sorted(by_depth.items())},
         "cells": [

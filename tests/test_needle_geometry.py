@@ -32,11 +32,30 @@ def find(haystack: list[int], needle: list[int]) -> int:
     return -1
 
 
-def test_every_prompt_has_exactly_the_nominal_length(ctx):
+def test_every_prompt_fits_its_nominal_length_within_one_sentence(ctx):
     _, samples = build(ctx)
     assert len(samples) == len(LENGTHS) * len(DEPTHS)
     for sample in samples:
-        assert len(sample.prompt_ids) == sample.meta["length"] == sample.meta["prompt_tokens"]
+        assert len(sample.prompt_ids) == sample.meta["prompt_tokens"] <= sample.meta["length"]
+        assert sample.meta["length"] - sample.meta["prompt_tokens"] < 40  # at most the sentence that did not fit
+
+
+def test_filler_is_whole_sentences_before_the_needle_and_the_question(ctx, demo_tokenizer):
+    """A filler cut mid-sentence makes models continue the broken sentence instead of answering."""
+    task, samples = build(ctx)
+    needle = encode(demo_tokenizer, task.opts.needle)
+    question = encode(demo_tokenizer, task.opts.question)
+    turn = prompt_format(demo_tokenizer, True)
+    for sample in samples:
+        at = sample.meta["needle_token_index"]
+        before_needle = demo_tokenizer.decode(sample.prompt_ids[:at])
+        body_end = len(sample.prompt_ids) - len(turn.suffix_ids) - len(question)
+        before_question = demo_tokenizer.decode(sample.prompt_ids[:body_end])
+        if sample.meta["depth"] == 100:
+            assert before_question.endswith(demo_tokenizer.decode(needle))
+        else:
+            assert before_question.rstrip()[-1] in ".!?", before_question[-60:]
+        assert sample.meta["depth"] == 0 or before_needle.rstrip()[-1] in ".!?", before_needle[-60:]
 
 
 def test_prompt_is_wrapped_in_the_chat_template_and_ends_with_the_question(ctx, demo_tokenizer):
@@ -59,7 +78,7 @@ def test_without_chat_template_only_the_bos_comes_first(ctx, demo_tokenizer):
     for sample in samples:
         assert sample.prompt_ids[0] == demo_tokenizer.bos_token_id
         assert sample.prompt_ids[1 : 1 + len(description)] == description
-        assert len(sample.prompt_ids) == sample.meta["length"]
+        assert len(sample.prompt_ids) == sample.meta["prompt_tokens"] <= sample.meta["length"]
 
 
 def test_needle_sits_at_the_recorded_index_at_a_sentence_start_before_the_depth(ctx, demo_tokenizer):
@@ -72,7 +91,7 @@ def test_needle_sits_at_the_recorded_index_at_a_sentence_start_before_the_depth(
     for sample in samples:
         at = sample.meta["needle_token_index"]
         assert find(sample.prompt_ids, needle) == at
-        budget = sample.meta["length"] - turn.overhead - len(description) - len(needle) - len(question)
+        budget = sample.meta["prompt_tokens"] - turn.overhead - len(description) - len(needle) - len(question)
         pos = at - context_start
         assert sample.meta["realized_depth"] == pytest.approx(100 * pos / budget, abs=1e-3)
         depth = sample.meta["depth"]

@@ -28,10 +28,10 @@ def test_default_grid_is_longlora_like():
     assert opts.max_new_tokens == 10 and opts.chat_template is False
 
 
-def test_prompt_is_completion_style_with_exact_length_and_a_seeded_key(samples, demo_tokenizer):
+def test_prompt_is_completion_style_with_whole_sentences_and_a_seeded_key(samples, demo_tokenizer):
     bos = bos_ids(demo_tokenizer)
     for sample in samples:
-        assert len(sample.prompt_ids) == sample.meta["length"]
+        assert len(sample.prompt_ids) == sample.meta["prompt_tokens"] <= sample.meta["length"]
         assert sample.prompt_ids[: len(bos)] == bos  # no chat template: completion style, as LongLoRA ran it
         key = sample.target["answer"]
         assert len(key) == 5 and key.isdigit()
@@ -39,6 +39,10 @@ def test_prompt_is_completion_style_with_exact_length_and_a_seeded_key(samples, 
         assert text.startswith("There is an important info hidden inside a lot of irrelevant text.")
         assert f"The pass key is {key}. Remember it. {key} is the pass key." in text
         assert text.endswith("What is the pass key? The pass key is")
+        # The filler is whole sentences: before the key line and before the question (LongLoRA's depth-100 failure
+        # on a real model came from a filler cut mid-sentence, "...Here we go. There\nThe pass key is").
+        assert text.split("\nThe pass key is")[0].rstrip().endswith(".")
+        assert text.split(f"{key} is the pass key.")[1].split("\nWhat is the pass key?")[0].strip()[-1:] in (".", "")
         assert NOISE_UNIT in text
         needle = encode(demo_tokenizer, sample.target["needle"])
         at = sample.meta["needle_token_index"]
