@@ -12,11 +12,18 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from lceval.config import RunConfig
 from lceval.errors import UserError
+from lceval.settings import HeatmapFlags, allowed
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Evaluate long-context language models: needle, LongBench, InfiniteBench and more.")
 console = Console(stderr=True, soft_wrap=True)
+
+
+def _h(text: str, name: str) -> str:
+    """A run flag's help, ending in its range as RunConfig checks it (the words a refused value's error uses)."""
+    return f"{text} Allowed: {allowed(RunConfig, name)}."
 
 
 @app.command()
@@ -28,27 +35,35 @@ def run(
     tasks: Annotated[str | None, typer.Option(help="Comma-separated tasks, e.g. needle,longbench.")] = None,
     backend: Annotated[str | None, typer.Option(help="auto (vLLM where it starts, else hf), vllm, hf or openai "
                                                      "(a server, see --base-url).")] = None,
-    max_length: Annotated[int | None, typer.Option(help="Window to open the model with (prompt + answer).")] = None,
-    rope_theta: Annotated[float | None, typer.Option(help="Override the RoPE base (e.g. 200e6).")] = None,
-    dtype: Annotated[str | None, typer.Option(help="auto, float32, bfloat16 or float16.")] = None,
+    max_length: Annotated[int | None, typer.Option(help=_h("Window to open the model with (prompt + answer).",
+                                                           "max_length"))] = None,
+    rope_theta: Annotated[float | None, typer.Option(help=_h("Override the RoPE base (e.g. 200e6).",
+                                                             "rope_theta"))] = None,
+    dtype: Annotated[str | None, typer.Option(help=_h("Weights dtype (auto: the checkpoint's).", "dtype"))] = None,
     out: Annotated[str | None, typer.Option(help="Folder that holds run folders (default results/).")] = None,
-    run_id: Annotated[str | None, typer.Option(help="Run folder name; an existing one is continued.")] = None,
-    limit: Annotated[int | None, typer.Option(help="Run only the first N samples of each task.")] = None,
+    run_id: Annotated[str | None, typer.Option(help=_h("Run folder name inside --out; an existing one is "
+                                                       "continued.", "run_id"))] = None,
+    limit: Annotated[int | None, typer.Option(help=_h("Run only the first N samples of each task.", "limit"))] = None,
     chat_template: Annotated[bool | None, typer.Option("--chat-template/--no-chat-template",
                                                        help="Wrap prompts in the model's chat template.")] = None,
     trust_remote_code: Annotated[bool | None, typer.Option("--trust-remote-code",
                                                            help="Allow code shipped in the model folder.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Batch size of the hf backend.")] = None,
-    gpu_memory_utilization: Annotated[float | None, typer.Option(help="vLLM memory share (CPU: of host RAM).")] = None,
-    tensor_parallel_size: Annotated[int | None, typer.Option(help="--backend vllm: split the model over this "
-                                                                  "many GPUs (vLLM tensor parallelism).")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed of the engine.")] = None,
-    num_fewshot: Annotated[int | None, typer.Option(help="Few-shot examples for mmlu and lm-eval:<name> tasks "
-                                                         "(mmlu default 0, the seed paper's).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help=_h("Batch size of the hf backend.", "batch_size"))] \
+        = None,
+    gpu_memory_utilization: Annotated[float | None, typer.Option(help=_h("vLLM memory share (CPU: of host RAM).",
+                                                                         "gpu_memory_utilization"))] = None,
+    tensor_parallel_size: Annotated[int | None, typer.Option(help=_h("--backend vllm: split the model over "
+                                                                     "this many GPUs (vLLM tensor parallelism).",
+                                                                     "tensor_parallel_size"))] = None,
+    seed: Annotated[int | None, typer.Option(help=_h("Seed of the engine.", "seed"))] = None,
+    num_fewshot: Annotated[int | None, typer.Option(help=_h("Few-shot examples for mmlu and lm-eval:<name> "
+                                                            "tasks (mmlu default 0, the seed paper's).",
+                                                            "num_fewshot"))] = None,
     data_dir: Annotated[str | None, typer.Option(help="Benchmark files in their official layout (default: "
                                                       "the bundled samples).")] = None,
     task_option: Annotated[list[str] | None, typer.Option(
-        "--task-option", "-o", help="TASK.KEY=VALUE, e.g. needle.lengths=[1000,2000].")] = None,
+        "--task-option", "-o", help="TASK.KEY=VALUE, e.g. needle.lengths=[1000,2000]; `lceval tasks --options "
+                                    "TASK` lists a task's keys and what each allows.")] = None,
     base_url: Annotated[list[str] | None, typer.Option(
         help="--backend openai: server URL, e.g. http://localhost:8000 (repeat, or comma list, for several).")] = None,
     served_model: Annotated[str | None, typer.Option(help="--backend openai: model name on the server "
@@ -57,14 +72,15 @@ def run(
                                                             "--adapter folder (default: the folder's name).")] = None,
     api_key_env: Annotated[str | None, typer.Option(help="--backend openai: environment variable holding the "
                                                          "API key (default OPENAI_API_KEY).")] = None,
-    concurrency: Annotated[int | None, typer.Option(help="--backend openai: requests in flight per server "
-                                                         "(default 8).")] = None,
-    request_timeout: Annotated[float | None, typer.Option(help="--backend openai: seconds per request "
-                                                               "(default 600).")] = None,
-    max_retries: Annotated[int | None, typer.Option(help="--backend openai: retries per request, with "
-                                                         "exponential backoff (default 5).")] = None,
-    openai_api: Annotated[str | None, typer.Option(help="--backend openai: completions (token-exact, default) or "
-                                                        "chat (servers without /v1/completions).")] = None,
+    concurrency: Annotated[int | None, typer.Option(help=_h("--backend openai: requests in flight per server "
+                                                            "(default 8).", "concurrency"))] = None,
+    request_timeout: Annotated[float | None, typer.Option(help=_h("--backend openai: seconds per request "
+                                                                  "(default 600).", "request_timeout"))] = None,
+    max_retries: Annotated[int | None, typer.Option(help=_h("--backend openai: retries per request, with "
+                                                            "exponential backoff (default 5).", "max_retries"))] = None,
+    openai_api: Annotated[str | None, typer.Option(help=_h("--backend openai: completions (token-exact, "
+                                                           "default) or chat (servers without /v1/completions).",
+                                                           "openai_api"))] = None,
     config: Annotated[Path | None, typer.Option(help="YAML file with the same settings; flags win.")] = None,
 ) -> None:
     """Run tasks on a model and write a run folder (manifest, samples, results, pictures)."""
@@ -86,10 +102,16 @@ def run(
 
 
 @app.command("tasks")
-def list_tasks() -> None:
-    """List the registered tasks and backends."""
+def list_tasks(
+    options: Annotated[str | None, typer.Option("--options", help="List this task's options (-o TASK.KEY=VALUE): "
+                                                                  "each key, what it allows and its default.")] = None,
+) -> None:
+    """List the registered tasks and backends, or one task's options."""
     from lceval import registry
 
+    if options is not None:
+        _print_task_options(options)
+        return
     table = Table("kind", "name", "description")
     for kind, reg in (("task", registry.tasks), ("backend", registry.backends)):
         for name in reg.names():
@@ -101,30 +123,82 @@ def list_tasks() -> None:
     _stdout().print(table)
 
 
+def _print_task_options(name: str) -> None:
+    """`lceval tasks --options NAME`: the keys of a task's typed options, their ranges and defaults."""
+    from dataclasses import MISSING, fields
+
+    from lceval import registry
+
+    factory = registry.tasks.get(name)
+    options_class = getattr(factory, "options_class", None)
+    if options_class is None:
+        raise UserError(f"task {name!r} declares no typed options (a plugin without options_class).")
+    table = Table("option", "allowed", "default", title=f"-o {name}.KEY=VALUE")
+    for f in fields(options_class):
+        default = f.default if f.default is not MISSING else (
+            f.default_factory() if f.default_factory is not MISSING else "(required)")
+        table.add_row(f"{name}.{f.name}", escape(allowed(options_class, f.name)), escape(repr(default)))
+    _stdout().print(table)
+
+
 @app.command("models")
 def list_models() -> None:
     """List the models lceval knows by name (--model NAME), whether each is installed, and how to install it."""
     from lceval.models import DEFAULT_MODEL, NAMED_MODELS
 
-    table = Table("name", "installed", "what it is", "install")
+    table = Table("name", "installed", "what it is", "to install")
     for model in NAMED_MODELS.values():
-        path = model.locate() if model.name != DEFAULT_MODEL else "built on first use"
-        name = f"{model.name} (default)" if model.name == DEFAULT_MODEL else model.name
-        table.add_row(name, escape(str(path)) if path else "[red]no[/]", model.description, escape(model.install))
+        default = model.name == DEFAULT_MODEL  # built on first use: nothing to look for
+        path = None if default else model.locate()
+        installed = "yes" if default or path else "[red]no[/]"
+        table.add_row(f"{model.name} (default)" if default else model.name, installed, model.description,
+                      escape(model.install))
     _stdout().print(table)
 
 
 @app.command()
-def show(run_dir: Path) -> None:
-    """Print a run's results table."""
-    _print_results(run_dir)
+def show(
+    run_dir: Path,
+    samples: Annotated[bool, typer.Option("--samples", help="Print each sample: prompt excerpt, output, target, "
+                                                            "scores.")] = False,
+    task: Annotated[str | None, typer.Option(help="--samples: only this task's.")] = None,
+    where: Annotated[list[str] | None, typer.Option(help="--samples: only those whose meta has KEY=VALUE, e.g. "
+                                                         "length=4000 (repeat for several).")] = None,
+    failed: Annotated[bool, typer.Option("--failed", help="--samples: only those whose pass/fail score is below "
+                                                          "1.")] = False,
+) -> None:
+    """Print a run's results table, or with --samples what the model said on each sample and how it scored."""
+    if not samples:
+        _print_results(run_dir)
+        return
+    from rich.text import Text
+
+    from lceval import sample_view
+    from lceval.results import RunFolder
+
+    chosen = sample_view.select(RunFolder(run_dir).records(), task, sample_view.parse_where(where or []), failed)
+    out = _stdout()
+    for record in chosen:
+        head = sample_view.headline(record)
+        colour = "green" if head and head[1] >= 1 else "red" if head else "white"
+        out.print(Text(f"{record['task']} {record['id']}", style=f"bold {colour}"),
+                  Text(f"  {sample_view.meta_text(record)}", style="dim"))
+        parts = sample_view.excerpt_parts(record)
+        if parts:
+            before, marked, after = parts
+            out.print(Text("prompt: ", style="bold") + Text(before) + Text(marked, style="reverse") + Text(after))
+        out.print(Text("target: ", style="bold") + Text(sample_view.target_text(record.get("target"))))
+        out.print(Text("output: ", style="bold") + Text(sample_view.shorten(record.get("output")), style="cyan"))
+        out.print(Text("scores: ", style="bold") + Text(sample_view.scores_text(record)), "")
+    console.print(f"{len(chosen)} samples")
 
 
 @app.command()
 def heatmap(
     run_dirs: Annotated[list[Path], typer.Argument(help="A run folder, or two to show side by side.")],
     task: Annotated[str, typer.Option(help="The needle-style task of the run.")] = "needle",
-    training_length: Annotated[int | None, typer.Option(help="Draw a dashed line at this length.")] = None,
+    training_length: Annotated[int | None, typer.Option(help="Draw a dashed line at this length. Allowed: "
+                                                        f"{allowed(HeatmapFlags, 'training_length')}.")] = None,
     diff: Annotated[bool, typer.Option("--diff", help="Two runs: add the difference map (second - first).")] = False,
     out: Annotated[Path | None, typer.Option(help="Two runs: folder for the pictures (default: the second run's).")]
     = None,
@@ -132,18 +206,26 @@ def heatmap(
     """Write the needle heatmaps (PNG) and grids (CSV) of a run folder, or compare two runs' heatmaps."""
     from lceval.plots import write_needle_heatmaps
     from lceval.results import RunFolder
+    from lceval.settings import flags
 
+    flags(HeatmapFlags, task=task, training_length=training_length)
     if len(run_dirs) > 1 or diff:
         from lceval.cli_compare import heatmap_comparison
 
         for path in heatmap_comparison(run_dirs, task, diff, out):
             console.print(f"wrote {path}")
         return
+    if out is not None:
+        raise UserError(f"--out {out} applies to two runs; one run's pictures are written into its own folder.")
     run_dir = run_dirs[0]
     folder = RunFolder(run_dir)
     results, manifest = folder.results(), folder.manifest()
-    if task not in results.get("tasks", {}):
-        raise UserError(f"run {run_dir} has no results for task {task!r}; it has {', '.join(results['tasks'])}.")
+    tasks = results.get("tasks") if isinstance(results.get("tasks"), dict) else {}
+    if task not in tasks:
+        raise UserError(f"run {run_dir} has no results for task {task!r}; it has {', '.join(tasks) or 'none'}.")
+    if not isinstance(tasks[task], dict) or "cells" not in tasks[task]:
+        raise UserError(f"task {task!r} of run {run_dir} has no length x depth grid to draw; heatmaps are for "
+                        "needle-style tasks (needle, passkey).")
     if training_length is None:
         training_length = manifest.get("tasks", {}).get(task, {}).get("settings", {}).get("training_length")
     for path in write_needle_heatmaps(run_dir, results, manifest, task=task, training_length=training_length):
@@ -152,24 +234,34 @@ def heatmap(
 
 @app.command()
 def score(
-    benchmark: Annotated[str, typer.Argument(help="longbench or infinitebench")],
-    pred_dir: Annotated[Path, typer.Option(help="Folder of the benchmark's official prediction files.")],
+    benchmark: Annotated[str, typer.Argument(help="longbench or infinitebench.")],
+    pred_dir: Annotated[Path, typer.Option(help="Folder of the benchmark's official prediction files (result.json "
+                                                "is written there).")],
     e: Annotated[bool, typer.Option("--e", help="LongBench-E: scores by length bucket.")] = False,
-    scorer: Annotated[str, typer.Option(help="InfiniteBench scorer: v-a (June 2024) or v-b (August 2024).")] = "v-a",
+    scorer: Annotated[str | None, typer.Option(help="InfiniteBench scorer: v-a (June 2024, the default) or v-b "
+                                                    "(August 2024).")] = None,
 ) -> None:
     """Re-score official prediction files offline, writing the result file the official scorer writes."""
     import json
 
-    if benchmark == "longbench":
+    from lceval import files
+    from lceval.settings import ScoreFlags, flags
+
+    chosen = flags(ScoreFlags, benchmark=benchmark, **({"scorer": scorer} if scorer is not None else {}))
+    if chosen.benchmark == "longbench" and scorer is not None:
+        raise UserError("--scorer applies to infinitebench; LongBench has one scorer (its eval.py).")
+    if chosen.benchmark == "infinitebench" and e:
+        raise UserError("--e (LongBench-E) applies to longbench, not infinitebench.")
+    if pred_dir.is_dir():
+        files.check_output_file(pred_dir / "result.json", "--pred-dir's")
+    if chosen.benchmark == "longbench":
         from lceval.tasks.longbench_metrics import score_pred_dir as score_longbench
 
         result, path = score_longbench(pred_dir, e=e)
-    elif benchmark == "infinitebench":
+    else:
         from lceval.tasks.infinitebench_metrics import score_pred_dir as score_infinitebench
 
-        result, path = score_infinitebench(pred_dir, scorer=scorer)
-    else:
-        raise UserError(f"unknown benchmark {benchmark!r} for lceval score; use longbench or infinitebench.")
+        result, path = score_infinitebench(pred_dir, scorer=chosen.scorer)
     print(json.dumps(result, ensure_ascii=False, indent=4))
     console.print(f"wrote {path}")
 
@@ -217,13 +309,96 @@ from lceval.cli_compare import register as _register_compare  # noqa: E402
 _register_compare(app)  # compare, gate, report
 
 
-def main() -> None:
+EXIT_OK, EXIT_GATE_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130  # the README's "Exit codes"
+
+
+def _error(message: str) -> None:
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+
+
+def _click_errors() -> tuple[type[Exception], ...]:
+    """Click's exception classes: typer's vendored copy and click itself, whichever are installed."""
+    import importlib
+
+    found = []
+    for module, name in (("typer", "TyperException"), ("click", "ClickException")):
+        try:
+            found.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):
+            pass
+    return tuple(found)
+
+
+def _click_aborts() -> tuple[type[BaseException], ...]:
+    import importlib
+
+    found = []
+    for module, name in (("typer", "Abort"), ("click.exceptions", "Abort")):
+        try:
+            found.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):
+            pass
+    return tuple(found)
+
+
+_PARSE_ERRORS = {"int_parsing": "a whole number", "int_from_float": "a whole number", "int_type": "a whole number",
+                 "float_parsing": "a number", "float_type": "a number", "bool_parsing": "true or false"}
+
+
+def _usage_sentence(err: Exception) -> str:
+    """A flag click could not parse, as the settings errors read: the flag, the value, what is allowed."""
+    from pydantic import ValidationError
+
+    from lceval.settings import command_settings, show
+
+    context = getattr(err, "ctx", None)
+    param = getattr(err, "param", None)
+    cause = err.__cause__
+    hint = f"; see `{context.command_path} --help`" if context is not None else ""
+    if param is not None and isinstance(cause, ValidationError) and cause.errors():
+        first = cause.errors()[0]
+        flag = (getattr(param, "opts", None) or [param.name])[0]
+        settings = command_settings(context.command.name) if context is not None else None
+        if settings is not None and param.name in settings.__pydantic_fields__:
+            what = allowed(settings, param.name)
+        else:
+            what = _PARSE_ERRORS.get(first.get("type"), "")
+        if what:
+            return f"{flag} {show(first.get('input'))} must be {what}{hint}."
+    return f"{err.format_message().rstrip('.')}{hint}."
+
+
+def run_cli(argv: list[str] | None = None) -> int:
+    """Run one `lceval` command line; returns its exit code. Bad input of any kind (a flag click cannot parse, a
+    value out of range, a file that cannot be read or written) is one `error:` line and exit 2, never a traceback."""
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     try:
-        app()
+        result = app(args=argv, prog_name="lceval", standalone_mode=False)
     except UserError as err:
-        console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False)
-        sys.exit(err.exit_code)
+        _error(str(err))
+        return err.exit_code
+    except _click_errors() as err:  # click's own errors (typer >= 0.22 vendors click): usage errors exit 2
+        if type(err).__name__ == "NoArgsIsHelpError":  # `lceval` or `lceval data` alone: the help
+            print(err.format_message())
+            return err.exit_code
+        _error(_usage_sentence(err))
+        return err.exit_code
+    except _click_aborts():
+        _error("aborted.")
+        return EXIT_GATE_FAILED
+    except OSError as err:  # a file the helpers of lceval.files did not see (a library's own write, say)
+        if err.filename is None:
+            raise
+        from lceval.files import os_error
+
+        _error(str(os_error(err, Path(err.filename), "access")))
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
+        result = EXIT_INTERRUPTED
+    if result == EXIT_INTERRUPTED:  # typer turns Ctrl-C into exit code 130
         console.print("interrupted; rerun with the same --run-id to continue.")
-        sys.exit(130)
+    return result if isinstance(result, int) else EXIT_OK
+
+
+def main() -> None:
+    sys.exit(run_cli())

@@ -9,21 +9,26 @@ import typer
 from rich.console import Console
 
 from lceval.errors import UserError
+from lceval.settings import CompareFlags, allowed
 
 console = Console(stderr=True, soft_wrap=True)
 
 
 def compare(
     run_dirs: Annotated[list[Path], typer.Argument(help="Run folders; differences are taken to the first.")],
-    format: Annotated[str, typer.Option("--format", "-f", help="table (rich), md, csv or json.")] = "table",
+    format: Annotated[str, typer.Option("--format", "-f", help="table (rich), md, csv or json. Allowed: "
+                                                               f"{allowed(CompareFlags, 'format')}.")] = "table",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")] = None,
 ) -> None:
     """Runs side by side: each metric with its 95% CI, and each run's paired difference to the first."""
+    from lceval import files
     from lceval.compare import compare_rows, comparison_warnings, load_runs
     from lceval.report import format_rows, rich_table
+    from lceval.settings import flags
 
-    if format not in ("table", "md", "csv", "json"):
-        raise UserError(f"unknown --format {format!r}; use table, md, csv or json.")
+    format = flags(CompareFlags, format=format).format
+    if output:
+        files.check_output_file(output, "--output")
     runs = load_runs(run_dirs)
     rows = compare_rows(runs)
     if format != "json":
@@ -32,12 +37,15 @@ def compare(
     if format == "table":
         from lceval.cli import _stdout
 
-        target = Console(file=output.open("w", encoding="utf-8"), width=200) if output else _stdout()
-        target.print(rich_table(runs, rows))
+        if output:
+            with files.open_text(output, "w", "--output") as handle:
+                Console(file=handle, width=200).print(rich_table(runs, rows))
+        else:
+            _stdout().print(rich_table(runs, rows))
         return
     text = format_rows(runs, rows, format)
     if output:
-        output.write_text(text, encoding="utf-8")
+        files.write_text(output, text, "--output")
         console.print(f"wrote {output}")
     else:
         print(text, end="")
@@ -58,11 +66,15 @@ def gate(
                                                   "folder (manifest, results, samples) instead of gating.")] = False,
 ) -> None:
     """Gate a candidate against a baseline: exit 0 pass, 1 regression, 2 unusable input."""
+    from lceval import files
     from lceval.compare import load_run
     from lceval.gate import default_policy, load_policy, promote, run_gate, verdict_json, verdict_markdown
-    from lceval.results import write_json
 
+    for path, flag in ((json_file, "--json"), (summary, "--summary")):
+        if path is not None:  # refused before any work, so that a bad path does not cost a verdict
+            files.check_output_file(path, flag)
     if update_baseline:
+        files.check_output_dir(baseline, "--baseline")
         run = promote(candidate, baseline)
         console.print(f"promoted {run.path} ({len(run.records)} samples) to the baseline {baseline}; commit it.")
         return
@@ -72,10 +84,9 @@ def gate(
     text = verdict_markdown(verdict)
     print(text)
     if summary:
-        with summary.open("a", encoding="utf-8") as handle:
-            handle.write(text + "\n")
+        files.append_text(summary, text + "\n", "--summary")
     if json_file:
-        write_json(json_file, verdict_json(verdict))
+        files.write_json(json_file, verdict_json(verdict), "--json")
     failed = sum(not c.passed for c in verdict.checks)
     console.print("gate: [bold green]pass[/]" if verdict.passed
                   else f"gate: [bold red]fail[/] ({failed} of {len(verdict.checks)} checks)", highlight=False)
@@ -88,9 +99,17 @@ def report(
                                                                 "(pictures in report_files/) or report.png.")],
 ) -> None:
     """A report of one or more runs: the compare table, heatmaps and their differences, curves, categories."""
+    from lceval import files
     from lceval.report import write_report
 
-    for path in write_report(run_dirs, output):
+    if output.is_dir():
+        raise UserError(f"cannot write --output {output}: it is a folder, not a file; give a file name.")
+    files.check_output_dir(output.parent, "--output's folder")  # created if missing
+    try:
+        written = write_report(run_dirs, output)
+    except OSError as err:
+        raise files.os_error(err, Path(err.filename or output), "write", "--output") from None
+    for path in written:
         console.print(f"wrote {path}")
 
 
@@ -106,8 +125,9 @@ def heatmap_comparison(run_dirs: list[Path], task: str, diff: bool, out: Path | 
     if task not in grid_tasks(runs) or any(task not in ((r.results or {}).get("tasks") or {}) for r in runs):
         missing = next(r for r in runs if task not in ((r.results or {}).get("tasks") or {}))
         raise UserError(f"run {missing.path} has no results for the grid task {task!r}; pass --task.")
-    folder = out or runs[1].path
-    folder.mkdir(parents=True, exist_ok=True)
+    from lceval import files
+
+    folder = files.ensure_dir(out, "--out") if out else runs[1].path
     written = []
     for metric in runs[0].results["tasks"][task]["metrics"]:
         lengths, depths, panels = heatmap_panels(runs, task, metric, diff)

@@ -69,6 +69,8 @@ def run_folder_of(path: Path) -> Path:
 def load_run(path: Path, label: str | None = None) -> Run:
     """A run folder with its samples; one sentence naming the path when it is not one."""
     folder = RunFolder(run_folder_of(path))
+    if folder.path.exists() and not folder.path.is_dir():
+        raise UserError(f"{path} is a file, not a run folder; give a run folder (or its results.json).")
     if not folder.path.is_dir():
         raise UserError(f"{path} does not exist; give a run folder (or its results.json).")
     if not folder.exists():
@@ -79,7 +81,7 @@ def load_run(path: Path, label: str | None = None) -> Run:
                         "samples.jsonl beside results.json (`lceval gate --update-baseline` does).")
     manifest = folder.manifest()
     records: dict[tuple[str, str], dict[str, Any]] = {}
-    for record in folder.records():
+    for record in folder.records(samples=True):
         key = (record["task"], record["id"])
         if key in records:
             raise UserError(f"{folder.samples_path} holds {key[0]} sample {key[1]} twice; it was edited or "

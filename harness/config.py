@@ -2,73 +2,87 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import AfterValidator, BeforeValidator
 
 from lceval.errors import UserError
+from lceval.files import read_yaml
+from lceval.settings import (
+    Allowed,
+    Count,
+    Dtype,
+    Name,
+    NonEmptyText,
+    NonNegativeInt,
+    PositiveFloat,
+    Seed,
+    Share,
+    parse,
+    settings_class,
+    split_commas,
+)
 
 
-@dataclass
+def _some_task(names: list[str]) -> list[str]:
+    if not names:
+        raise ValueError("no task given")
+    return names
+
+
+URLs = Annotated[list[str], BeforeValidator(lambda value: [value] if isinstance(value, str) else value)]
+Tasks = Annotated[list[str], BeforeValidator(split_commas), AfterValidator(_some_task),
+                  Allowed("a comma list of task names, e.g. needle,longbench")]
+
+
+@settings_class
 class RunConfig:
+    """The settings of `lceval run`: each field's type is its range, checked before any work (lceval.settings)."""
+
     model: str | None = None  # a local folder or hub id; None runs the embedded demo model (lceval.demo)
     adapter: str | None = None
     revision: str | None = None
-    tasks: list[str] = field(default_factory=lambda: ["needle"])
-    backend: str = "auto"
-    max_length: int | None = None  # the window the model is opened with; default: its max_position_embeddings
-    rope_theta: float | None = None
-    dtype: str = "auto"
-    out: str = "results"
-    run_id: str | None = None
-    limit: int | None = None  # first N samples of each task
+    tasks: Tasks = field(default_factory=lambda: ["needle"])
+    backend: NonEmptyText = "auto"
+    max_length: Count | None = None  # the window the model is opened with; default: its max_position_embeddings
+    rope_theta: PositiveFloat | None = None
+    dtype: Dtype = "auto"
+    out: NonEmptyText = "results"
+    run_id: Name | None = None  # a folder name inside `out`, never a path
+    limit: Count | None = None  # first N samples of each task
     chat_template: bool = True
     trust_remote_code: bool = False
-    batch_size: int = 8
-    gpu_memory_utilization: float | None = None
-    tensor_parallel_size: int = 1  # --backend vllm: split the model over this many GPUs of this machine
-    seed: int = 0
+    batch_size: Count = 8
+    gpu_memory_utilization: Share | None = None
+    tensor_parallel_size: Count = 1  # --backend vllm: split the model over this many GPUs of this machine
+    seed: Seed = 0
     data_dir: str | None = None  # benchmark files in their official layout, for every task that reads data files
-    num_fewshot: int | None = None  # for every task that takes few-shot examples (mmlu, lm-eval:<name>)
+    num_fewshot: NonNegativeInt | None = None  # for every task that takes few-shot examples (mmlu, lm-eval:<name>)
     # --backend openai: servers of the OpenAI-compatible API (lceval.backends.openai)
-    base_url: list[str] | None = None  # one or more servers (data parallel); a comma list also works
+    base_url: URLs | None = None  # one or more servers (data parallel); a comma list also works
     served_model: str | None = None  # default: the one base model the server lists
     served_adapter: str | None = None  # the LoRA module serving a local --adapter folder (default: its folder name)
     api_key_env: str | None = None  # environment variable holding the API key (default OPENAI_API_KEY)
-    concurrency: int = 8  # requests in flight per server
-    request_timeout: float = 600.0  # seconds per request
-    max_retries: int = 5  # per request, with exponential backoff, on connection errors, 429 and 5xx
-    openai_api: str = "completions"  # or chat, for servers without /v1/completions (not token-exact)
+    concurrency: Count = 8  # requests in flight per server
+    request_timeout: PositiveFloat = 600.0  # seconds per request
+    max_retries: NonNegativeInt = 5  # per request, with exponential backoff, on connection errors, 429 and 5xx
+    openai_api: Literal["completions", "chat"] = "completions"  # chat: servers without /v1/completions
     task_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def parse_tasks(value: str | list[str]) -> list[str]:
-    items = value.split(",") if isinstance(value, str) else [str(v) for v in value]
-    names = [item.strip() for item in items if item.strip()]
-    if not names:
-        raise UserError("no task given; pass --tasks, e.g. --tasks needle.")
-    return names
-
-
-def load_yaml(path: Path) -> dict[str, Any]:
-    """A YAML mapping, parsed safely (no object construction)."""
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as err:
-        raise UserError(f"config file {path} does not exist; check the path.") from err
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise UserError(f"config file {path} is not valid YAML{where}; fix it and rerun.") from err
+def load_yaml(path: Path, what: str = "config file") -> dict[str, Any]:
+    """A YAML mapping, parsed safely (no object construction); `what` names the file in errors."""
+    data = read_yaml(Path(path), what)
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise UserError(f"config file {path} must hold a mapping of settings, not a {type(data).__name__}.")
+        raise UserError(f"{what} {path} must hold a mapping of settings, not a {type(data).__name__}.")
     return data
 
 
@@ -85,22 +99,32 @@ def parse_task_option(text: str) -> tuple[str, str, Any]:
     return task, option, value
 
 
+def flag_name(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
 def build_config(config_file: Path | None, flags: dict[str, Any], task_options: list[str]) -> RunConfig:
-    """The YAML file's settings, overridden by every flag that was given (not None)."""
+    """The YAML file's settings, overridden by every flag that was given (not None), typed and range-checked.
+
+    A refused value is one sentence naming its flag (--batch-size) or its key and file (batch_size in config
+    file run.yaml), the value, and what is allowed.
+    """
     data = load_yaml(config_file) if config_file else {}
     known = {f.name for f in fields(RunConfig)}
-    unknown = sorted(set(data) - known)
+    unknown = sorted(set(data) - known, key=str)
     if unknown:
         raise UserError(f"config file {config_file} has unknown setting {unknown[0]!r}; "
                         f"known: {', '.join(sorted(known))}.")
-    data.update({k: v for k, v in flags.items() if v is not None})
-    if "tasks" in data:
-        data["tasks"] = parse_tasks(data["tasks"])
-    if isinstance(data.get("base_url"), str):
-        data["base_url"] = [data["base_url"]]
-    options = {name: dict(values or {}) for name, values in (data.get("task_options") or {}).items()}
+    given = {k: v for k, v in flags.items() if v is not None}
+    data.update(given)
+    raw_options = data.get("task_options") or {}
+    if not isinstance(raw_options, dict) or any(not isinstance(v, dict | None) for v in raw_options.values()):
+        raise UserError(f"task_options in config file {config_file} must map each task to a mapping of its "
+                        "options, e.g. needle: {lengths: [1000, 2000]}.")
+    options = {str(name): dict(values or {}) for name, values in raw_options.items()}
     for text in task_options:
         task, option, value = parse_task_option(text)
         options.setdefault(task, {})[option] = value
     data["task_options"] = options
-    return RunConfig(**data)
+    return parse(RunConfig, data, label=lambda key: flag_name(key) if key in given else key,
+                 where=lambda key: "" if key in given else f" in config file {config_file}")

@@ -13,15 +13,18 @@ from __future__ import annotations
 
 import math
 import shutil
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
 
 from lceval import stats
 from lceval.compare import Run, align, in_group, load_run, metric_kind, metric_names, mismatches, task_axes, value
 from lceval.errors import UserError
 from lceval.results import MANIFEST, RESULTS, SAMPLES, RunFolder, write_json
+from lceval.settings import Allowed, FiniteFloat, NonEmptyText, NonNegativeFloat, parse, settings_class
 
 DEFAULT_ALPHA = 0.05
 DEFAULT_MARGIN = 0.05  # absolute, on the metric's per-sample scale (0..1 for every built-in task)
@@ -55,70 +58,67 @@ class Policy:
     source: str = "default"
 
 
-POLICY_KEYS = {"alpha", "margin", "correction", "bootstrap_iterations", "seed", "checks"}
-CHECK_KEYS = {f.name for f in fields(CheckSpec)} - {"no_margin"} | {"length"}
+# ------------------------------------------------------------------------------------------------- policy files
 
 
-def _number(value: Any, what: str, low: float, high: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-        raise UserError(f"{what} is {value!r}; it must be a number from {low:g} to {high:g}.")
-    return float(value)
+@settings_class
+class CheckEntry:
+    """One entry of a policy file's `checks`, as written (each field's type is its range; lceval.settings)."""
+
+    task: NonEmptyText
+    metric: NonEmptyText
+    margin: NonNegativeFloat | None = None  # `margin: null` (given, empty): a floor-only check
+    min_score: FiniteFloat | None = None
+    max_score: FiniteFloat | None = None
+    direction: Literal["higher", "lower"] = "higher"
+    kind: Literal["auto", "binary", "continuous"] = "auto"
+    by: str | None = None
+    where: dict[str, str] = field(default_factory=dict)
+    length: str | None = None  # shorthand for where: {length: N}
+
+
+@settings_class
+class PolicyFile:
+    """A policy file's top level, as written."""
+
+    checks: Annotated[list[Any], Field(min_length=1),
+                      Allowed("a non-empty list of checks, each a mapping of task, metric and optionally margin, "
+                              "min_score, max_score, by")]
+    alpha: Annotated[float, Field(ge=1e-9, le=0.5)] = DEFAULT_ALPHA
+    margin: NonNegativeFloat = DEFAULT_MARGIN
+    correction: Literal["holm", "none"] = "holm"
+    bootstrap_iterations: Annotated[int, Field(ge=100, le=10**7)] = stats.BOOTSTRAP_ITERATIONS
+    seed: Annotated[int, Field(ge=0, le=2**63)] = 0
 
 
 def _check_spec(entry: Any, index: int, where_from: str) -> CheckSpec:
     what = f"{where_from} check {index + 1}"
     if not isinstance(entry, dict):
         raise UserError(f"{what} must be a mapping with task and metric, not {entry!r}.")
-    unknown = sorted(set(entry) - CHECK_KEYS)
-    if unknown:
-        raise UserError(f"{what} has unknown key {unknown[0]!r}; known keys: {', '.join(sorted(CHECK_KEYS))}.")
-    if not entry.get("task") or not entry.get("metric"):
-        raise UserError(f"{what} must name a task and a metric.")
-    where = {str(k): str(v) for k, v in (entry.get("where") or {}).items()}
-    if "length" in entry:
-        where["length"] = str(entry["length"])
-    spec = CheckSpec(task=str(entry["task"]), metric=str(entry["metric"]), where=where,
-                     by=None if entry.get("by") is None else str(entry["by"]),
-                     direction=str(entry.get("direction", "higher")), kind=str(entry.get("kind", "auto")),
-                     no_margin="margin" in entry and entry["margin"] is None)
-    if entry.get("margin") is not None:
-        spec.margin = _number(entry["margin"], f"{what} margin", 0.0, math.inf)
-    for key in ("min_score", "max_score"):
-        if entry.get(key) is not None:
-            setattr(spec, key, _number(entry[key], f"{what} {key}", -math.inf, math.inf))
-    if spec.direction not in ("higher", "lower"):
-        raise UserError(f"{what} direction {spec.direction!r} must be higher or lower (which is better).")
-    if spec.kind not in ("auto", "binary", "continuous"):
-        raise UserError(f"{what} kind {spec.kind!r} must be auto, binary or continuous.")
+    checked = parse(CheckEntry, entry, label=lambda key: f"{what} {key}",
+                    unknown=lambda key, known: f"{what} has unknown key {key!r}; known keys: {', '.join(known)}.")
+    where = dict(checked.where)
+    if checked.length is not None:
+        where["length"] = checked.length
+    spec = CheckSpec(task=checked.task, metric=checked.metric, margin=checked.margin, min_score=checked.min_score,
+                     max_score=checked.max_score, direction=checked.direction, kind=checked.kind, by=checked.by,
+                     where=where, no_margin="margin" in entry and entry["margin"] is None)
     if spec.no_margin and spec.min_score is None and spec.max_score is None:
         raise UserError(f"{what} has neither a margin nor a min_score/max_score: it would check nothing.")
     return spec
 
 
 def load_policy(path: Path) -> Policy:
-    """A policy file, validated: every mistake is one sentence naming the key."""
+    """A policy file, validated: every mistake is one sentence naming the key, the value and what is allowed."""
     from lceval.config import load_yaml
 
-    data = load_yaml(path)
-    unknown = sorted(set(data) - POLICY_KEYS)
-    if unknown:
-        raise UserError(f"policy {path} has unknown key {unknown[0]!r}; known keys: {', '.join(sorted(POLICY_KEYS))}.")
-    checks = data.get("checks")
-    if not isinstance(checks, list) or not checks:
-        raise UserError(f"policy {path} must have a non-empty list `checks` (task, metric, margin, min_score...).")
-    policy = Policy([_check_spec(entry, i, f"policy {path}") for i, entry in enumerate(checks)], source=str(path))
-    if "alpha" in data:
-        policy.alpha = _number(data["alpha"], f"policy {path} alpha", 1e-9, 0.5)
-    if "margin" in data:
-        policy.margin = _number(data["margin"], f"policy {path} margin", 0.0, math.inf)
-    policy.correction = str(data.get("correction", policy.correction))
-    if policy.correction not in ("holm", "none"):
-        raise UserError(f"policy {path} correction {policy.correction!r} must be holm or none.")
-    if "bootstrap_iterations" in data:
-        policy.bootstrap_iterations = int(_number(data["bootstrap_iterations"], "bootstrap_iterations", 100, 10**7))
-    if "seed" in data:
-        policy.seed = int(_number(data["seed"], f"policy {path} seed", 0, 2**63))
-    return policy
+    data = load_yaml(path, "policy")
+    policy = parse(PolicyFile, data, label=str, where=lambda key: f" in policy {path}",
+                   unknown=lambda key, known: f"policy {path} has unknown key {key!r}; known keys: "
+                                              f"{', '.join(known)}.")
+    checks = [_check_spec(entry, i, f"policy {path}") for i, entry in enumerate(policy.checks)]
+    return Policy(checks, alpha=policy.alpha, margin=policy.margin, correction=policy.correction,
+                  bootstrap_iterations=policy.bootstrap_iterations, seed=policy.seed, source=str(path))
 
 
 def default_policy(baseline: Run) -> Policy:
@@ -393,7 +393,7 @@ def promote(candidate_path: Path, baseline_dir: Path) -> Run:
     if baseline_dir.resolve() == run.path.resolve():
         raise UserError(f"{baseline_dir} is the candidate itself; give another folder for the baseline.")
     target = RunFolder(baseline_dir)
-    target.ensure_writable()
+    target.ensure_writable("--baseline")
     manifest = dict(run.manifest)
     manifest["baseline"] = {"promoted_from": str(run.path),
                             "promoted_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}

@@ -129,10 +129,13 @@ def _dequantise(file: Path, out: Path) -> None:
 
 
 def read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise UserError(f"could not read {path}: {err}; check the file.") from err
+    """A JSON object file (config.json, adapter_config.json); one sentence naming the file when it is not one."""
+    from lceval import files
+
+    data = files.read_json(path)
+    if not isinstance(data, dict):
+        raise UserError(f"{path} is not a JSON object; check the file.")
+    return data
 
 
 def model_window(path: Path) -> int:
@@ -141,11 +144,10 @@ def model_window(path: Path) -> int:
     window = config.get("max_position_embeddings") or config.get("text_config", {}).get("max_position_embeddings")
     if not window:
         raise UserError(f"{path / 'config.json'} declares no max_position_embeddings; pass --max-length.")
-    return int(window)
-
-
-def needs_remote_code(path: Path) -> bool:
-    return "auto_map" in read_json(path / "config.json")
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        raise UserError(f"{path / 'config.json'} declares max_position_embeddings {window!r}, not a whole number of "
+                        "tokens; fix the file.")
+    return window
 
 
 @dataclass(frozen=True)

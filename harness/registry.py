@@ -104,6 +104,7 @@ def register_variant(task_class, name: str, description: str, *, reads_data_dir:
 
     factory.description = description
     factory.reads_data_dir = reads_data_dir
+    factory.options_class = getattr(task_class, "options_class", None)
     tasks.register(name)(factory)
 
 

@@ -240,6 +240,12 @@ th,td{border:1px solid #ddd;padding:3px 8px;text-align:right;white-space:nowrap}
 th{background:#f4f4f4} td.l{text-align:left} tr.sub td{color:#555;font-size:12px} tr.sub td.b{padding-left:2em}
 td.up{background:#dcefff} td.down{background:#fde0e6} img{max-width:100%;border:1px solid #eee;margin:.5em 0}
 .warn{background:#fff6dc;padding:.5em 1em;border-left:4px solid #EBB839}
+table.grid td{text-align:center;min-width:3em} table.grid a{color:#111;text-decoration:none;display:block}
+details{border-left:4px solid #ccc;margin:.3em 0;padding:.2em .6em} details.pass{border-color:#0CD79F}
+details.fail{border-color:#F0496E} details:target{background:#fffbe6} summary{cursor:pointer;font-size:13px}
+span.m{color:#666} div.k{font-size:11px;color:#666;margin-top:.4em}
+pre{white-space:pre-wrap;word-break:break-word;background:#f7f7f7;padding:.4em;margin:.1em 0;font-size:12px}
+pre.out{background:#eef6ff} mark{background:#ffe58a}
 """
 
 
@@ -264,6 +270,103 @@ def _rows_table_html(runs: list[Run], rows: list[Row]) -> str:
     return "".join(lines) + "</table>"
 
 
+SAMPLES_PER_TASK = 100  # samples listed per task and run in the HTML report (all cells of a grid task)
+
+
+def _colour(value: float | None) -> str:
+    """The heatmaps' red-amber-green for a 0..1 value (grey where there is none)."""
+    from lceval.plots import HEATMAP_COLOURS
+
+    if value is None or not np.isfinite(value):
+        return "#dddddd"
+    stops = [tuple(int(c[i : i + 2], 16) for i in (1, 3, 5)) for c in HEATMAP_COLOURS]
+    x = min(max(float(value), 0.0), 1.0) * (len(stops) - 1)
+    low = min(int(x), len(stops) - 2)
+    mix = [round(a + (b - a) * (x - low)) for a, b in zip(stops[low], stops[low + 1], strict=True)]
+    return "#" + "".join(f"{v:02x}" for v in mix)
+
+
+def _anchor(run_index: int, task: str, sample_id: str) -> str:
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{task}-{sample_id}")
+    return f"s{run_index}-{safe}"
+
+
+def _grid_html(run_index: int, task: str, records: list[dict[str, Any]]) -> str:
+    """A grid task's samples as a clickable heatmap: depth down, length across, each cell links to its sample."""
+    from lceval.sample_view import headline
+
+    cells: dict[tuple[Any, Any], dict[str, Any]] = {}
+    for record in records:
+        meta = record.get("meta") or {}
+        cells.setdefault((meta.get("length"), meta.get("depth")), record)
+    lengths = sorted({k[0] for k in cells})
+    depths = sorted({k[1] for k in cells})
+    metric = next((h[0] for h in map(headline, records) if h), "score")
+    head = "".join(f"<th>{html.escape(str(n))}</th>" for n in lengths)
+    lines = [f"<table class='grid'><caption>{html.escape(task)}: {html.escape(metric)} per cell (click a cell for "
+             f"its sample)</caption><tr><th>depth % \\ length</th>{head}</tr>"]
+    for depth in depths:
+        tds = []
+        for length in lengths:
+            record = cells.get((length, depth))
+            if record is None:
+                tds.append("<td></td>")
+                continue
+            head_score = headline(record)
+            value = head_score[1] if head_score else None
+            text = "–" if value is None else f"{value:.2f}"
+            tds.append(f"<td style='background:{_colour(value)}'><a href='#{_anchor(run_index, task, record['id'])}'>"
+                       f"{text}</a></td>")
+        lines.append(f"<tr><th>{html.escape(f'{depth:g}' if isinstance(depth, float) else str(depth))}</th>"
+                     f"{''.join(tds)}</tr>")
+    return "".join(lines) + "</table>"
+
+
+def _sample_html(run_index: int, record: dict[str, Any]) -> str:
+    from lceval import sample_view
+
+    head = sample_view.headline(record)
+    state = "pass" if head and head[1] >= 1 else "fail" if head else ""
+    parts = sample_view.excerpt_parts(record)
+    excerpt = ""
+    if parts:
+        before, marked, after = (html.escape(p) for p in parts)
+        excerpt = f"<div class='k'>prompt (excerpt)</div><pre>{before}<mark>{marked}</mark>{after}</pre>"
+    return (f"<details id='{_anchor(run_index, record['task'], record['id'])}' class='{state}'"
+            f"{' open' if state == 'fail' else ''}><summary><b>{html.escape(record['task'])} "
+            f"{html.escape(str(record['id']))}</b> · {html.escape(sample_view.scores_text(record))} · "
+            f"<span class='m'>{html.escape(sample_view.meta_text(record))}</span></summary>{excerpt}"
+            f"<div class='k'>target</div><pre>{html.escape(sample_view.target_text(record.get('target')))}</pre>"
+            f"<div class='k'>output</div><pre class='out'>{html.escape(sample_view.shorten(record.get('output')))}"
+            f"</pre></details>")
+
+
+def samples_html(runs: list[Run]) -> str:
+    """Each run's samples: a clickable grid for length x depth tasks, then the samples (failures open)."""
+    from lceval.sample_view import failed
+
+    parts = ["<h2>Samples</h2><p>What each model was asked (an excerpt around what it had to find, where the task "
+             "gives one), what it answered, the target and the scores. Failed samples are open.</p>"]
+    for i, run in enumerate(runs):
+        parts.append(f"<h3>{html.escape(run.label)}</h3>")
+        for task in run.tasks:
+            records = run.task_records(task)
+            if not records:
+                continue
+            is_grid = bool(((run.results or {}).get("tasks", {}).get(task) or {}).get("cells"))
+            if is_grid:
+                parts.append(_grid_html(i, task, records))
+                shown = sorted(records, key=lambda r: (r["meta"].get("length", 0), r["meta"].get("depth", 0)))
+            else:
+                shown = sorted(records, key=lambda r: not failed(r))[:SAMPLES_PER_TASK]
+            more = len(records) - len(shown)
+            parts.append(f"<h4>{html.escape(task)}: {len(records)} samples"
+                         f"{f' ({len(shown)} shown, failures first; lceval show --samples lists all)' if more else ''}"
+                         "</h4>")
+            parts += [_sample_html(i, record) for record in shown]
+    return "\n".join(parts)
+
+
 def html_report(runs: list[Run], rows: list[Row], figures: list[Figure]) -> str:
     warnings = comparison_warnings(runs)
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>lceval report</title>",
@@ -281,6 +384,7 @@ def html_report(runs: list[Run], rows: list[Row], figures: list[Figure]) -> str:
         data = base64.b64encode(figure.png).decode("ascii")
         parts.append(f"<h3>{html.escape(figure.caption)}</h3><img alt='{html.escape(figure.caption)}' "
                      f"src='data:image/png;base64,{data}'>")
+    parts.append(samples_html(runs))
     parts.append("</body></html>\n")
     return "\n".join(parts)
 

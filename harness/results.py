@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from lceval import files
 from lceval.errors import UserError
 
 SCHEMA_VERSION = 1
@@ -26,18 +27,18 @@ RESULTS = "results.json"
 
 def write_json(path: Path, data: Any) -> None:
     """Write atomically: a kill leaves the old file or the new one, never half of one."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    files.write_json(path, data)
 
 
 def read_json_file(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as err:
-        raise UserError(f"{path} does not exist; is {path.parent} a run folder?") from err
-    except json.JSONDecodeError as err:
-        raise UserError(f"{path} is not valid JSON ({err}); restore it or start a new run id.") from err
+    if not path.exists() and not path.is_symlink():
+        if path.parent.exists() and not path.parent.is_dir():
+            raise UserError(f"{path.parent} is a file, not a run folder; give the folder `lceval run` wrote.")
+        raise UserError(f"{path} does not exist; is {path.parent} a run folder?")
+    data = files.read_json(path, hint="restore it or start a new run id")
+    if not isinstance(data, dict):
+        raise UserError(f"{path} is not a JSON object; restore it or start a new run id.")
+    return data
 
 
 def first_difference(old: Any, new: Any, path: str = "") -> tuple[str, Any, Any] | None:
@@ -70,15 +71,16 @@ class RunFolder:
     def exists(self) -> bool:
         return self.manifest_path.exists()
 
-    def ensure_writable(self) -> None:
-        """Create the folder, or say in one sentence why it cannot be written."""
+    def ensure_writable(self, flag: str = "--out") -> None:
+        """Create the folder, or say in one sentence (naming `flag`) why it cannot be written."""
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             probe = self.path / ".write-test"
             probe.write_text("")
             probe.unlink()
         except OSError as err:
-            raise UserError(f"cannot write the run folder {self.path} ({err.strerror}); choose another --out.") from err
+            reason = str(files.os_error(err, self.path, "create")).split(": ", 1)[-1].rstrip(".")
+            raise UserError(f"cannot write the run folder {self.path} ({reason}); choose another {flag}.") from None
 
     def remove_if_empty(self) -> None:
         """Remove the folder if nothing was written into it (a run refused before its first file)."""
@@ -95,28 +97,36 @@ class RunFolder:
         """Cut a torn last line (a kill in mid-write) off samples.jsonl; returns the bytes removed."""
         if not self.samples_path.exists():
             return 0
-        data = self.samples_path.read_bytes()
+        data = files.read_bytes(self.samples_path)
         keep = data.rfind(b"\n") + 1 if data and not data.endswith(b"\n") else len(data)
         if keep < len(data):
             with self.samples_path.open("r+b") as handle:
                 handle.truncate(keep)
         return len(data) - keep
 
-    def records(self) -> list[dict[str, Any]]:
-        """Every sample record; a malformed line other than a torn last one is an error, not silently dropped."""
+    def records(self, samples: bool = False) -> list[dict[str, Any]]:
+        """Every record; a malformed line other than a torn last one is an error, not silently dropped.
+
+        `samples`: each record must also be a sample (task, id, scores), as running, comparing and gating read them.
+        """
         if not self.samples_path.exists():
             return []
         records = []
-        with self.samples_path.open(encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise UserError(
-                        f"{self.samples_path} line {number} is not valid JSON; fix or delete that line and rerun."
-                    ) from err
+        for number, line in files.text_lines(self.samples_path):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise UserError(
+                    f"{self.samples_path} line {number} is not valid JSON; fix or delete that line and rerun."
+                ) from err
+            if not isinstance(record, dict) or (samples and (not isinstance(record.get("task"), str)
+                                                             or "id" not in record
+                                                             or not isinstance(record.get("scores", {}), dict))):
+                raise UserError(f"{self.samples_path} line {number} is not a sample record (an object with task, id "
+                                "and scores); fix or delete that line and rerun.")
+            records.append(record)
         return records
 
     def append(self, record: dict[str, Any], handle) -> None:
@@ -128,7 +138,12 @@ class RunFolder:
         return self.samples_path.open("a", encoding="utf-8")
 
     def results(self) -> dict[str, Any]:
-        return read_json_file(self.results_path)
+        results = read_json_file(self.results_path)
+        tasks = results.get("tasks")
+        if not isinstance(tasks, dict) or not all(isinstance(t, dict) for t in tasks.values()):
+            raise UserError(f"{self.results_path} holds no `tasks` mapping of task results; restore it, or rerun "
+                            "`lceval run` with the same --run-id to write it again.")
+        return results
 
     def write_results(self, results: dict[str, Any]) -> None:
         write_json(self.results_path, results)

@@ -17,12 +17,12 @@ from lceval.backends.openai import served_adapter_name, served_only_adapter
 from lceval.backends.openai import settings_extra as openai_settings
 from lceval.config import RunConfig
 from lceval.errors import UserError
+from lceval.model_checks import check_model
 from lceval.model_files import (
     AdapterInfo,
     ModelRef,
     folder_hash,
     model_window,
-    needs_remote_code,
     read_adapter,
     resolve_model,
     tokenizer_hash,
@@ -108,15 +108,21 @@ def plan(cfg: RunConfig, console: Console) -> Plan:
     tasks = _make_tasks(cfg, named)
     if cfg.backend != "auto":
         registry.backends.get(cfg.backend)  # an unknown backend fails here, naming the known ones
+    if cfg.backend != "openai":  # a server's flags on another backend would be silently ignored
+        given = [flag for flag, value in (("--base-url", cfg.base_url), ("--served-model", cfg.served_model),
+                                          ("--served-adapter", cfg.served_adapter), ("--api-key-env", cfg.api_key_env))
+                 if value]
+        if given:
+            raise UserError(f"{given[0]} applies to --backend openai, not {cfg.backend}; drop it or pass "
+                            "--backend openai.")
     model = resolve_model(cfg.model or DEFAULT_MODEL, cfg.revision)
-    if needs_remote_code(model.path) and not cfg.trust_remote_code:
-        raise UserError(f"model {model.spec} ships its own code (auto_map in config.json); "
-                        "pass --trust-remote-code only if you trust it.")
+    # Its code (auto_map), architecture and weights, before any engine loads it.
+    check_model(model.path, model.spec, cfg.backend, cfg.trust_remote_code)
     adapter = read_adapter(cfg.adapter) if cfg.adapter and not served_only_adapter(cfg) else None
     window = model_window(model.path)
     if adapter_rope(cfg, adapter):
         window = max(window, adapter.trained_window or window)  # the window the adapter was trained for
-    max_length = cfg.max_length or window
+    max_length = window if cfg.max_length is None else cfg.max_length
     if max_length > window and cfg.rope_theta is None:
         raise UserError(f"--max-length {max_length} is above the model's window of {window} tokens "
                         "(max_position_embeddings); lower it, or extend the window with --rope-theta.")
@@ -216,7 +222,7 @@ def execute(cfg: RunConfig, console: Console, backend: Backend | None = None) ->
     removed = run.repair_samples()
     if removed:
         console.print(f"repaired {run.samples_path}: cut a torn last line of {removed} bytes.")
-    done: dict[tuple[str, str], dict[str, Any]] = {(r["task"], r["id"]): r for r in run.records()}
+    done: dict[tuple[str, str], dict[str, Any]] = {(r["task"], r["id"]): r for r in run.records(samples=True)}
     todo: list[tuple[Task, Sample]] = []
     for task in p.tasks:
         for sample in p.samples[task.name]:
@@ -248,9 +254,16 @@ def execute(cfg: RunConfig, console: Console, backend: Backend | None = None) ->
         lent = backend is not None
         try:
             backend = backend or open_backend(requested, settings, console)
-        except Exception:
+        except Exception as err:
             run.remove_if_empty()  # a backend that cannot start leaves no empty run folder behind
-            raise
+            if isinstance(err, UserError):
+                raise
+            # The model and settings were checked before (lceval.model_checks, RunConfig); what an engine still
+            # refuses (too little memory for its cache, more GPUs than there are) is said in one sentence.
+            reason = " ".join(str(err).split())[:300] or type(err).__name__
+            raise UserError(f"backend {requested} could not start on model {p.model.spec} ({type(err).__name__}: "
+                            f"{reason}); check the backend's settings (--gpu-memory-utilization, "
+                            "--tensor-parallel-size, --max-length) or use another --backend.") from err
         try:
             if previous and backend.name != previous:
                 raise UserError(f"run {run.path} was run on backend {previous}, not {backend.name}; "
@@ -299,7 +312,7 @@ def _generate(backend: Backend, todo: list[tuple[Task, Sample]], run: RunFolder,
 
 def finish(p: Plan, console: Console) -> dict[str, Any]:
     """Aggregate what samples.jsonl holds for this run's samples, write results.json and the pictures."""
-    records = p.run.records()
+    records = p.run.records(samples=True)
     results: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "run_id": p.manifest["run_id"], "tasks": {}}
     complete = True
     for task in p.tasks:

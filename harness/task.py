@@ -4,20 +4,11 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from lceval.errors import UserError
 from lceval.prompting import PromptFormat
-
-
-def check_options(options_class: type, options: dict[str, Any], task: str) -> None:
-    """A task's options must be fields of its options dataclass; a typo gets one sentence listing the right ones."""
-    known = {f.name for f in fields(options_class)}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise UserError(f"unknown {task} option {unknown[0]!r}; known options: {', '.join(sorted(known))}.")
 
 
 @dataclass
@@ -64,11 +55,17 @@ class PromptContext:
 
 
 class Task(ABC):
-    """Subclasses set `name`, `version` and `description`, and register with `@tasks.register`."""
+    """Subclasses set `name`, `version` and `description`, and register with `@tasks.register`.
+
+    Options (`-o NAME.KEY=VALUE`) are declared as a typed class (`lceval.settings.settings_class`, each field's
+    type its range) and parsed in `__init__` with `lceval.settings.parse_options(Options, self.options, self.name)`,
+    so that a bad option is one sentence naming NAME.KEY, the value and what is allowed, before any engine starts.
+    """
 
     name: ClassVar[str]
     version: ClassVar[str]
     description: ClassVar[str] = ""
+    options_class: ClassVar[type | None] = None  # the typed options (`lceval tasks --options NAME` lists them)
 
     def __init__(self, options: dict[str, Any] | None = None):
         self.options = dict(options or {})

@@ -14,6 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from lceval import files
 from lceval.errors import UserError
 
 
@@ -26,18 +27,18 @@ def spec(name: str) -> dict[str, Any]:
 def numbered_rows(path: Path, text: str | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, row) for each non-blank line of a jsonl file (or of `text`, read from inside `path`, such as a
     zip member); a line that is no JSON object is an error."""
-    with io.StringIO(text) if text is not None else path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path} line {number}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise UserError(f"{where} is not valid JSON ({err.msg}); fix or delete that line.") from None
-            if not isinstance(row, dict):
-                raise UserError(f"{where} is not a JSON object; each line must hold one record.")
-            yield number, row
+    lines = enumerate(io.StringIO(text), start=1) if text is not None else files.text_lines(path)
+    for number, line in lines:
+        if not line.strip():
+            continue
+        where = f"{path} line {number}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise UserError(f"{where} is not valid JSON ({err.msg}); fix or delete that line.") from None
+        if not isinstance(row, dict):
+            raise UserError(f"{where} is not a JSON object; each line must hold one record.")
+        yield number, row
 
 
 def read_jsonl(path: Path, required: tuple[str, ...] = (), text: str | None = None) -> list[dict[str, Any]]:

@@ -10,13 +10,14 @@ scorer version (`v-a`, the June 2024 snapshot behind the published table, or `v-
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict
+from typing import Any, Literal
 
 from lceval.errors import UserError
 from lceval.prompting import bos_ids, encode, middle_truncate
 from lceval.registry import register_variant
-from lceval.task import PromptContext, Sample, Task, check_options
+from lceval.settings import CommaList, Count, parse_options, settings_class
+from lceval.task import PromptContext, Sample, Task
 from lceval.tasks import infinitebench_metrics
 from lceval.tasks.benchmark_data import hub_file, locate, read_jsonl, spec
 
@@ -31,26 +32,22 @@ def tasks_spec() -> dict[str, dict[str, Any]]:
     return spec("infinitebench_spec")
 
 
-@dataclass
+@settings_class
 class InfiniteBenchOptions:
-    tasks: list[str] | None = None
-    template: str = "chat"  # chat (the official gpt4 templates) or base (the yarn_mistral ones)
+    """-o infinitebench.KEY=VALUE (and infinitebench/<task>): each field's type is its range (lceval.settings)."""
+
+    tasks: CommaList | None = None
+    template: Literal["chat", "base"] = "chat"  # chat (the official gpt4 templates) or base (the yarn_mistral ones)
     chat_template: bool | None = None  # wrap in the model's chat template; default: for the chat family only
-    scorer: str = "v-a"
+    scorer: Literal["v-a", "v-b"] = "v-a"  # infinitebench_metrics.SCORERS
     data_dir: str | None = None  # a folder of the official <task>.jsonl files; default: bundled samples
     hub: bool = False
     revision: str | None = None
-    max_length: int | None = None  # truncation length; default: the window less the answer and template room
+    max_length: Count | None = None  # truncation length; default: the window less the answer and template room
 
     @classmethod
-    def from_dict(cls, options: dict[str, Any]) -> InfiniteBenchOptions:
-        check_options(cls, options, "infinitebench")
-        opts = cls(**options)
-        if opts.template not in FAMILIES:
-            raise UserError(f"infinitebench.template {opts.template!r} must be 'chat' or 'base'.")
-        if opts.scorer not in infinitebench_metrics.SCORERS:
-            choices = ", ".join(infinitebench_metrics.SCORERS)
-            raise UserError(f"infinitebench.scorer {opts.scorer!r} must be one of {choices}.")
+    def from_dict(cls, options: dict[str, Any], task: str = "infinitebench") -> InfiniteBenchOptions:
+        opts = parse_options(cls, options, task)
         bad = [t for t in opts.tasks or [] if t not in tasks_spec()]
         if bad:
             raise UserError(f"unknown InfiniteBench task {bad[0]!r}; tasks: {', '.join(tasks_spec())}.")
@@ -89,11 +86,12 @@ def template_fields(task: str, row: dict[str, Any]) -> dict[str, str]:
 class InfiniteBenchTask(Task):
     name = "infinitebench"
     version = "1"
+    options_class = InfiniteBenchOptions
     description = "InfiniteBench (12 tasks), official chat/base templates, middle truncation, v-a/v-b scorers."
 
     def __init__(self, options: dict[str, Any] | None = None):
         super().__init__(options)
-        self.opts = InfiniteBenchOptions.from_dict(self.options)
+        self.opts = InfiniteBenchOptions.from_dict(self.options, self.name)
         self.task_names = self.opts.tasks or list(tasks_spec())
         self.revision: str | None = None
 

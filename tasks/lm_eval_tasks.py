@@ -14,23 +14,26 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
 
 from lceval.errors import UserError
 from lceval.registry import tasks
-from lceval.task import Outcome, PromptContext, Sample, Task, check_options
+from lceval.settings import NonNegativeInt, parse_options, settings_class
+from lceval.task import Outcome, PromptContext, Sample, Task
 
 CACHE_FILE = "lm_eval_cache.db"  # lm-eval's request cache inside the run folder: what a killed run already has
 MMLU_DESCRIPTION = ("MMLU through lm-eval's task definitions: zero-shot answer-letter log-likelihood under the chat "
                     "template (the seed paper's protocol); category scores as subject means and lm-eval's pooled acc")
 
 
-@dataclass
+@settings_class
 class LmEvalOptions:
-    num_fewshot: int | None = None  # None: the task's own default (lm-eval's rule)
+    """-o mmlu.KEY=VALUE and -o lm-eval:<name>.KEY=VALUE: each field's type is its range (lceval.settings)."""
+
+    num_fewshot: NonNegativeInt | None = None  # None: the task's own default (lm-eval's rule)
     chat_template: bool = False  # wrap prompts in the model's chat template (and the run's --chat-template)
     fewshot_as_multiturn: bool = False
     system_instruction: str | None = None
@@ -38,7 +41,7 @@ class LmEvalOptions:
     data_dir: str | None = None  # mmlu only: a local copy (hub parquet or original CSV); default: bundled sample
     hub: bool = False  # mmlu only: lm-eval's own download of cais/mmlu instead of the bundled sample
     fewshot_seed: int = 1234  # lm-eval's default
-    bootstrap_iters: int = 100000  # lm-eval's default, for metrics whose standard error is bootstrapped
+    bootstrap_iters: NonNegativeInt = 100000  # lm-eval's default, for metrics whose standard error is bootstrapped
 
 
 @contextmanager
@@ -82,13 +85,13 @@ class LmEvalTask(Task):
     """One lm-eval task or group, run on an lceval backend."""
 
     version = "1"
+    options_class = LmEvalOptions
 
     def __init__(self, lm_eval_name: str, options: dict[str, Any] | None = None, name: str | None = None):
         super().__init__(options)
         self.lm_eval_name = lm_eval_name
         self.name = name or f"lm-eval:{lm_eval_name}"
-        check_options(LmEvalOptions, self.options, self.name)
-        self.opts = LmEvalOptions(**self.options)
+        self.opts = parse_options(LmEvalOptions, self.options, self.name)
         self._data_sha256: str | None = None
         self._chat_used = False
 
@@ -298,6 +301,7 @@ def lm_eval_task(lm_eval_name: str):
 
     factory.description = f"lm-eval's task {lm_eval_name} through the lceval backend"
     factory.takes_num_fewshot = True
+    factory.options_class = LmEvalOptions
     return factory
 
 
@@ -308,4 +312,5 @@ def _mmlu(options=None) -> LmEvalTask:
 _mmlu.description = MMLU_DESCRIPTION
 _mmlu.reads_data_dir = True
 _mmlu.takes_num_fewshot = True
+_mmlu.options_class = LmEvalOptions
 tasks.register("mmlu")(_mmlu)

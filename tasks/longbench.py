@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 import zipfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, field
 from typing import Any
 
 from lceval.errors import UserError
 from lceval.prompting import bos_ids, encode, middle_truncate
 from lceval.registry import register_variant
-from lceval.task import PromptContext, Sample, Task, check_options
+from lceval.settings import CommaList, Count, parse_options, settings_class
+from lceval.task import PromptContext, Sample, Task
 from lceval.tasks import longbench_metrics
 from lceval.tasks.benchmark_data import hub_file, locate, read_jsonl, spec
 
@@ -41,20 +42,21 @@ def datasets_spec() -> dict[str, dict[str, Any]]:
     return spec("longbench_spec")
 
 
-@dataclass
+@settings_class
 class LongBenchOptions:
-    datasets: list[str] = field(default_factory=list)
+    """-o longbench.KEY=VALUE (and longbench-e, longbench/<dataset>): each field's type is its range."""
+
+    datasets: CommaList = field(default_factory=list)
     e: bool = False  # LongBench-E: the <name>_e files, scored by length bucket
     data_dir: str | None = None  # official data.zip layout (data/<name>.jsonl) or a flat folder; default: bundled
     hub: bool = False  # fetch data.zip from the hub instead of the bundled samples
     revision: str | None = None  # hub revision of the dataset repo (recorded in the results either way)
-    max_length: int | None = None  # truncation length; default: the window less max(500, longest answer + 100)
+    max_length: Count | None = None  # truncation length; default: the window less max(500, longest answer + 100)
     chat_template: bool = True
 
     @classmethod
-    def from_dict(cls, options: dict[str, Any]) -> LongBenchOptions:
-        check_options(cls, options, "longbench")
-        opts = cls(**options)
+    def from_dict(cls, options: dict[str, Any], task: str = "longbench") -> LongBenchOptions:
+        opts = parse_options(cls, options, task)
         bad = [d for d in opts.datasets if d not in datasets_spec()]
         if bad:
             raise UserError(f"unknown LongBench dataset {bad[0]!r}; datasets: {', '.join(datasets_spec())}.")
@@ -64,11 +66,12 @@ class LongBenchOptions:
 class LongBenchTask(Task):
     name = "longbench"
     version = "1"
+    options_class = LongBenchOptions
     description = "LongBench v1 (21 datasets), official prompts, middle truncation and metrics."
 
     def __init__(self, options: dict[str, Any] | None = None):
         super().__init__(options)
-        self.opts = LongBenchOptions.from_dict(self.options)
+        self.opts = LongBenchOptions.from_dict(self.options, self.name)
         if not self.opts.datasets:
             self.opts.datasets = list(datasets_spec())
         if self.opts.e:

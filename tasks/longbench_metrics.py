@@ -302,8 +302,16 @@ def average(scores: dict[str, float]) -> dict[str, Any]:
 # -------------------------------------------------------------------------------------------- prediction folders
 
 
-def _read_predictions(path: Path, e: bool) -> tuple[list[str], list[list[str]], list[int], Any]:
-    """pred, answers and length of each line, and all_classes of the last line (eval.py takes the last one)."""
+# Metrics that read the gold answer through str() in eval.py, and so score answers of any JSON type (passage_count's
+# integers); the others call string methods on it and need strings.
+STR_ANSWER_METRICS = ("count_score",)
+
+
+def _read_predictions(path: Path, e: bool, dataset: str = "") -> tuple[list[str], list[list[Any]], list[int], Any]:
+    """pred, answers and length of each line, and all_classes of the last line (eval.py takes the last one).
+
+    Answers must be strings, except where eval.py's metric takes str() of them (passage_count's count_score)."""
+    any_answer = bool(dataset) and dataset_metric(dataset) in STR_ANSWER_METRICS
     predictions: list[str] = []
     answers: list[list[str]] = []
     lengths: list[int] = []
@@ -317,7 +325,9 @@ def _read_predictions(path: Path, e: bool) -> tuple[list[str], list[list[str]], 
                             f"{', '.join(required)} as LongBench's pred.py writes them.")
         if not isinstance(row["pred"], str):
             raise UserError(f"{where}: pred is not a string; write the model's output text there.")
-        if not isinstance(row["answers"], list) or not all(isinstance(a, str) for a in row["answers"]):
+        if not isinstance(row["answers"], list):
+            raise UserError(f"{where}: answers is not a list; copy the dataset's answers field.")
+        if not any_answer and not all(isinstance(a, str) for a in row["answers"]):
             raise UserError(f"{where}: answers is not a list of strings; copy the dataset's answers field.")
         if row["all_classes"] is not None and not (isinstance(row["all_classes"], list)
                                                    and all(isinstance(c, str) for c in row["all_classes"])):
@@ -362,7 +372,7 @@ def score_pred_dir(pred_dir: Path, e: bool = False) -> tuple[dict[str, Any], Pat
         if dataset not in spec():
             raise UserError(f"{pred_dir / name} is not named after a LongBench dataset; rename or move it (known "
                             f"datasets: {', '.join(spec())}).")
-        datasets[dataset] = _read_predictions(pred_dir / name, e)
+        datasets[dataset] = _read_predictions(pred_dir / name, e, dataset)
     result: dict[str, Any] = {}
     for dataset, (predictions, answers, lengths, all_classes) in datasets.items():
         if e:

@@ -23,14 +23,16 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from lceval import files
 from lceval.errors import UserError
 from lceval.prompting import bos_ids, encode, middle_truncate
 from lceval.registry import register_variant
-from lceval.task import PromptContext, Sample, Task, check_options
+from lceval.settings import Count, parse_options, settings_class
+from lceval.task import PromptContext, Sample, Task
 from lceval.tasks.benchmark_data import hub_file, locate, spec
 
 HUB_REPO = "THUDM/LongBench-v2"
@@ -47,25 +49,24 @@ LENGTHS = ("short", "medium", "long")
 COMPENSATION = 0.25  # result.py's compensated mode: the expected accuracy of a guess among four choices
 
 
-@dataclass
+@settings_class
 class LongBenchV2Options:
+    """-o longbench-v2.KEY=VALUE: each field's type is its range (lceval.settings)."""
+
     data_dir: str | None = None  # a folder with the official data.json (a JSON list); default: the bundled samples
     hub: bool = False  # fetch data.json from the hub instead of the bundled samples
     revision: str | None = None  # hub revision of the dataset repo (recorded in the results either way)
-    max_length: int | None = None  # truncation length; default: the window less the answer and template room
+    max_length: Count | None = None  # truncation length; default: the window less the answer and template room
     chat_template: bool = True  # the official runs go through a chat endpoint
     cot: bool = False  # the official two-pass chain of thought: not implemented yet
     compensated: bool = False  # result.py's optional mode: no extractable answer counts 0.25
 
     @classmethod
-    def from_dict(cls, options: dict[str, Any]) -> LongBenchV2Options:
-        check_options(cls, options, "longbench-v2")
-        opts = cls(**options)
+    def from_dict(cls, options: dict[str, Any], task: str = "longbench-v2") -> LongBenchV2Options:
+        opts = parse_options(cls, options, task)
         if opts.cot:
-            raise UserError("longbench-v2.cot=true (the official two-pass chain of thought) is not implemented yet; "
+            raise UserError(f"{task}.cot=true (the official two-pass chain of thought) is not implemented yet; "
                             "run without it for the direct 0shot setting.")
-        if opts.max_length is not None and opts.max_length < 1:
-            raise UserError(f"longbench-v2.max_length must be a positive number of tokens, not {opts.max_length}.")
         return opts
 
 
@@ -108,7 +109,7 @@ def summarize(judged: list[tuple[float, str, str]]) -> dict[str, Any]:
 def read_items(path: Path) -> list[dict[str, Any]]:
     """The official data.json: a JSON list of items with the official fields; a bad file gets one sentence."""
     try:
-        items = json.loads(path.read_text(encoding="utf-8"))
+        items = json.loads(files.read_text(path))
     except json.JSONDecodeError as err:
         raise UserError(f"{path} is not valid JSON ({err.msg}, line {err.lineno}); is it LongBench v2's data.json?"
                         ) from err
@@ -132,11 +133,12 @@ def read_items(path: Path) -> list[dict[str, Any]]:
 class LongBenchV2Task(Task):
     name = "longbench-v2"
     version = "1"
+    options_class = LongBenchV2Options
     description = "LongBench v2 (503 four-choice questions), official 0shot prompt, truncation and accuracy."
 
     def __init__(self, options: dict[str, Any] | None = None):
         super().__init__(options)
-        self.opts = LongBenchV2Options.from_dict(self.options)
+        self.opts = LongBenchV2Options.from_dict(self.options, self.name)
         self.revision: str | None = None
 
     def settings(self) -> dict[str, Any]:

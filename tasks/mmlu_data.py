@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import shutil
 from importlib import resources
@@ -19,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from lceval import files
 from lceval.errors import UserError
 
 SPLITS = {"test": ("test",), "dev": ("dev",), "validation": ("validation", "val")}  # hub name: names in files
@@ -43,7 +45,8 @@ def subjects() -> list[str]:
 
 def _csv_rows(path: Path, subject: str) -> list[dict[str, Any]]:
     rows = []
-    with path.open(encoding="utf-8", newline="") as handle:
+    text = files.read_text(path)
+    with io.StringIO(text, newline="") as handle:
         for number, cells in enumerate(csv.reader(handle), start=1):
             if len(cells) != 6 or cells[5].strip() not in LETTERS:
                 raise UserError(f"{path} line {number} is not an MMLU row (question, A, B, C, D, answer letter); "

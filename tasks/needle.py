@@ -18,20 +18,22 @@ import bisect
 import math
 import random
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import yaml
+from pydantic import Field
 
 from lceval.errors import UserError
 from lceval.metrics import all_found, rouge_l_f1, substring_match
 from lceval.prompting import encode
 from lceval.registry import tasks
-from lceval.task import PromptContext, Sample, Task, check_options
+from lceval.settings import Count, Percent, parse_options, settings_class
+from lceval.task import PromptContext, Sample, Task
 from lceval.tasks.haystack import GENERATED, haystack_text
 
 METRICS = ("key_facts", "rouge_l_f1", "exact_phrase")
@@ -54,19 +56,21 @@ def judge_rubric() -> dict[str, Any]:
     return yaml.safe_load(text)
 
 
-@dataclass
+@settings_class
 class NeedleOptions:
+    """-o needle.KEY=VALUE (and passkey.KEY): each field's type is its range (lceval.settings)."""
+
     preset: str = "seed-paper"
-    lengths: list[int] | None = None
-    min_length: int | None = None
-    max_length: int | None = None
-    num_lengths: int = 10
-    depths: list[float] | None = None
-    num_depths: int = 10
-    min_depth: float = 0.0
-    max_depth: float = 100.0
-    depth_spacing: str = "linear"  # linear | sigmoid (gkamradt's spacing, dense near both ends)
-    depth_rounding: str = "round"  # floor | round | none, applied to linear depths
+    lengths: Annotated[list[Count], Field(min_length=1)] | None = None
+    min_length: Count | None = None
+    max_length: Count | None = None
+    num_lengths: Count = 10
+    depths: Annotated[list[Percent], Field(min_length=1)] | None = None
+    num_depths: Count = 10
+    min_depth: Percent = 0.0
+    max_depth: Percent = 100.0
+    depth_spacing: Literal["linear", "sigmoid"] = "linear"  # sigmoid: gkamradt's spacing, dense near both ends
+    depth_rounding: Literal["floor", "round", "none"] = "round"  # applied to linear depths
     haystack: str = GENERATED  # 'generated', a folder of .txt files, or hf:NAME_OR_PATH:SPLIT:COLUMN
     haystack_seed: int = 0
     description: str = ""
@@ -76,19 +80,18 @@ class NeedleOptions:
     facts: list[str] | None = None  # what an answer must hold to count as found (key_facts); {key} for passkeys
     system: str | None = None
     chat_template: bool = True
-    max_new_tokens: int = 50
-    training_length: int | None = None
+    max_new_tokens: Count = 50
+    training_length: Count | None = None
     key_seed: int = 0  # passkey: seed of the 5-digit key drawn for each cell ({key} in needle and answer)
     judge_url: str | None = None  # an OpenAI-compatible server that rates each answer with gkamradt's 1-10 rubric
     judge_model: str | None = None  # default: the one model the judge server serves
     judge_api_key_env: str | None = None  # environment variable holding the judge's API key (default OPENAI_API_KEY)
 
     @classmethod
-    def from_dict(cls, options: dict[str, Any]) -> NeedleOptions:
-        check_options(cls, options, "needle")
+    def from_dict(cls, options: dict[str, Any], task: str = "needle") -> NeedleOptions:
         name = options.get("preset", cls.preset)
-        if name not in presets():
-            raise UserError(f"unknown needle preset {name!r}; presets: {', '.join(presets())}.")
+        if not isinstance(name, str) or name not in presets():
+            raise UserError(f"unknown {task} preset {name!r}; presets: {', '.join(presets())}.")
         merged = {**presets()[name], **options}
         if ("needle" in options or "answer" in options) and "facts" not in options:
             # The preset's facts belong to the preset's needle: a new needle needs its own.
@@ -96,11 +99,7 @@ class NeedleOptions:
                 raise UserError("a custom needle.needle needs needle.facts (the key words an answer must hold to "
                                 "count as found, e.g. [Dolores Park, hamburg]) or needle.answer.")
             merged["facts"] = [options["answer"]]
-        opts = cls(**merged)
-        if opts.depth_spacing not in ("linear", "sigmoid"):
-            raise UserError(f"needle.depth_spacing {opts.depth_spacing!r} must be 'linear' or 'sigmoid'.")
-        if opts.depth_rounding not in ("floor", "round", "none"):
-            raise UserError(f"needle.depth_rounding {opts.depth_rounding!r} must be 'floor', 'round' or 'none'.")
+        opts = parse_options(cls, merged, task)
         if not opts.needle or not opts.question:
             raise UserError("needle.needle and needle.question must not be empty.")
         if not opts.facts or not all(isinstance(f, str) and f.strip() for f in opts.facts):
@@ -132,9 +131,6 @@ def depth_grid(opts: NeedleOptions) -> list[float]:
             values = [float(x) for x in np.round(xs).astype(int)]
         else:
             values = [round(float(x), 3) for x in xs]
-    bad = [d for d in values if not 0 <= d <= 100]
-    if bad:
-        raise UserError(f"needle depth {bad[0]} is outside 0..100; depths are percents of the context.")
     return sorted(set(values))
 
 
@@ -167,13 +163,14 @@ class NeedleTask(Task):
     """Needle in a haystack: length x depth grid, ROUGE-L and key-answer substring scores, heatmaps."""
 
     name = "needle"
-    version = "1"
+    version = "2"
+    options_class = NeedleOptions
     description = "Needle in a haystack over a length x depth grid (seed paper and gkamradt presets), with heatmaps."
     metrics: tuple[str, ...] = METRICS
 
     def __init__(self, options: dict[str, Any] | None = None):
         super().__init__(options)
-        self.opts = NeedleOptions.from_dict(self.options)
+        self.opts = NeedleOptions.from_dict(self.options, self.name)
         self.lengths = length_grid(self.opts)
         self.depths = depth_grid(self.opts)
         self._judge = None
@@ -291,7 +288,7 @@ class PasskeyTask(NeedleTask):
     """Passkey retrieval (Landmark Attention, LongLoRA): a 5-digit key in filler text, exact-key scoring."""
 
     name = "passkey"
-    version = "1"
+    version = "2"
     description = "Passkey retrieval (Landmark/LongLoRA): a seeded 5-digit key in filler, length x depth grid."
     metrics = ("passkey_match",)
 

@@ -21,16 +21,19 @@ from dataclasses import asdict, dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import yaml
+from pydantic import Field
 
+from lceval import files
 from lceval.errors import UserError
 from lceval.metrics import substring_match
 from lceval.prompting import encode
 from lceval.registry import tasks
-from lceval.task import PromptContext, Sample, Task, check_options
+from lceval.settings import Count, parse_options, settings_class
+from lceval.task import PromptContext, Sample, Task
 from lceval.tasks.benchmark_data import locate, numbered_rows
 from lceval.tasks.longbench_metrics import qa_f1_score
 
@@ -55,31 +58,27 @@ def topic_data() -> dict[str, Any]:
     return yaml.safe_load(text)
 
 
-@dataclass
+@settings_class
 class TopicOptions:
-    counts: list[int] = field(default_factory=lambda: list(PAPER_COUNTS))
-    cases: int = 50  # per count (the files' first `cases` rows for the file sources)
+    """-o topic.KEY=VALUE: each field's type is its range (lceval.settings)."""
+
+    counts: Annotated[list[Count], Field(min_length=1)] = field(default_factory=lambda: list(PAPER_COUNTS))
+    cases: Count = 50  # per count (the files' first `cases` rows for the file sources)
     seed: int = 0
-    source: str = GENERATED
+    source: Literal[GENERATED, LONGCHAT, LONGCHAT_CONVERSATIONS, FLAGEMBEDDING] = GENERATED
     data_dir: str | None = None  # the folder of the official files (file sources only)
-    min_exchanges: int = 3  # generator: question-and-answer exchanges per conversation
-    max_exchanges: int = 4
+    min_exchanges: Count = 3  # generator: question-and-answer exchanges per conversation
+    max_exchanges: Count = 4
     chat_template: bool = True
-    max_new_tokens: int = 50
+    max_new_tokens: Count = 50
 
     @classmethod
-    def from_dict(cls, options: dict[str, Any]) -> TopicOptions:
-        check_options(cls, options, "topic")
-        opts = cls(**options)
-        if opts.source not in SOURCES:
-            raise UserError(f"topic.source {opts.source!r} must be one of {', '.join(SOURCES)}.")
-        if not opts.counts or any(not isinstance(c, int) or c < 1 for c in opts.counts):
-            raise UserError(f"topic.counts {opts.counts!r} must be a list of topic counts of 1 or more.")
+    def from_dict(cls, options: dict[str, Any], task: str = "topic") -> TopicOptions:
+        opts = parse_options(cls, options, task)
         opts.counts = sorted(set(opts.counts))
-        if opts.cases < 1 or opts.max_new_tokens < 1:
-            raise UserError("topic.cases and topic.max_new_tokens must be 1 or more.")
-        if not 1 <= opts.min_exchanges <= opts.max_exchanges:
-            raise UserError("topic.min_exchanges must be at least 1 and at most topic.max_exchanges.")
+        if opts.min_exchanges > opts.max_exchanges:
+            raise UserError(f"{task}.min_exchanges {opts.min_exchanges} is above {task}.max_exchanges "
+                            f"{opts.max_exchanges}; it must be at most that.")
         if opts.source == GENERATED:
             opts.data_dir = None  # `lceval run --data-dir` reaches every task; the generator reads no files
         return opts
@@ -193,14 +192,13 @@ def _field(row: dict[str, Any], name: str, where: str) -> Any:
 
 def _records(path: Path) -> Iterator[tuple[int, str, dict[str, Any]]]:
     """(number, where, record) of a jsonl file, or of a JSON array (the `datasets` json loader reads either)."""
-    with path.open(encoding="utf-8") as handle:
-        head = handle.read(4096).lstrip()
-    if not head.startswith("["):
-        for number, row in numbered_rows(path):
+    text = files.read_text(path)
+    if not text.lstrip().startswith("["):
+        for number, row in numbered_rows(path, text):
             yield number, f"{path} line {number}", row
         return
     try:
-        items = json.loads(path.read_text(encoding="utf-8"))
+        items = json.loads(text)
     except json.JSONDecodeError as err:
         raise UserError(f"{path} is not valid JSON ({err.msg} at line {err.lineno}); fix the file.") from None
     for number, item in enumerate(items, start=1):
@@ -271,13 +269,14 @@ class TopicTask(Task):
 
     name = "topic"
     version = "1"
+    options_class = TopicOptions
     description = "Topic retrieval (LongChat/LongEval, the seed paper's counts 5-70): name the first topic."
     reads_data_dir = True
     metrics: tuple[str, ...] = METRICS
 
     def __init__(self, options: dict[str, Any] | None = None):
         super().__init__(options)
-        self.opts = TopicOptions.from_dict(self.options)
+        self.opts = TopicOptions.from_dict(self.options, self.name)
 
     def settings(self) -> dict[str, Any]:
         return asdict(self.opts)

@@ -30,13 +30,14 @@ class VLLMServer:
     """
 
     def __init__(self, model: Path, log: Path, *, lora: dict[str, Path] | None = None, api_key: str | None = None,
-                 memory: float = 0.15):
+                 memory: float = 0.15, max_model_len: int = 2048):
         self.model = model
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
         args = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
-                "--host", "127.0.0.1", "--port", str(self.port), "--max-model-len", "2048", "--dtype", "float32",
+                "--host", "127.0.0.1", "--port", str(self.port), "--max-model-len", str(max_model_len),
+                "--dtype", "float32",
                 "--gpu-memory-utilization", str(memory), "--disable-log-stats"]
         if lora:
             args += ["--enable-lora", "--max-lora-rank", "16", "--max-loras", "2",

@@ -58,7 +58,7 @@ def test_limited_run_then_full_run_completes_the_same_folder(small_run):
 def test_show_prints_the_results_table(small_run, cli_env, lceval_cmd):
     run_dir, _, _ = small_run
     out = lceval(lceval_cmd, cli_env, "show", str(run_dir)).stdout
-    assert "rouge_l_f1" in out and "substring_match" in out and "6/6" in out and "length 512" in out
+    assert "rouge_l_f1" in out and "exact_phrase" in out and "6/6" in out and "length 512" in out
 
 
 def test_heatmap_command_redraws_png_and_csv(small_run, cli_env, lceval_cmd):
@@ -68,7 +68,7 @@ def test_heatmap_command_redraws_png_and_csv(small_run, cli_env, lceval_cmd):
     proc = lceval(lceval_cmd, cli_env, "heatmap", str(run_dir))
     assert "needle_heatmap_rouge_l_f1.png" in proc.stderr
     assert png.read_bytes()[:4] == b"\x89PNG"
-    grid = (run_dir / "needle_heatmap_substring_match.csv").read_text().splitlines()
+    grid = (run_dir / "needle_heatmap_exact_phrase.csv").read_text().splitlines()
     assert grid[0] == "depth_percent,256,512" and [row.split(",")[0] for row in grid[1:]] == ["0", "50", "100"]
 
 

@@ -93,7 +93,7 @@ def test_markdown_and_png_reports(runs, lceval_cmd, cli_env, tmp_path):
     md = tmp_path / "report.md"
     lceval(lceval_cmd, cli_env, "report", runs["real"], runs["oracle"], "-o", md)
     text = md.read_text()
-    assert "](report_files/needle_heatmap_substring_match.png)" in text
+    assert "](report_files/needle_heatmap_exact_phrase.png)" in text
     assert (tmp_path / "report_files" / "topic_curve.png").read_bytes()[:4] == b"\x89PNG"
     png = tmp_path / "summary.png"
     lceval(lceval_cmd, cli_env, "report", runs["real"], runs["oracle"], "-o", png)
@@ -102,8 +102,8 @@ def test_markdown_and_png_reports(runs, lceval_cmd, cli_env, tmp_path):
 
 def test_heatmap_diff_of_two_runs(runs, lceval_cmd, cli_env, tmp_path):
     proc = lceval(lceval_cmd, cli_env, "heatmap", runs["real"], runs["oracle"], "--diff", "--out", tmp_path)
-    assert "needle_heatmap_diff_substring_match.png" in proc.stderr
-    grid = (tmp_path / "needle_heatmap_diff_substring_match.csv").read_text().splitlines()
+    assert "needle_heatmap_diff_exact_phrase.png" in proc.stderr
+    grid = (tmp_path / "needle_heatmap_diff_exact_phrase.csv").read_text().splitlines()
     assert grid[0] == "depth_percent,256,512,1024" and grid[1] == "0,1.0000,1.0000,1.0000"
     assert (tmp_path / "needle_heatmap_diff_rouge_l_f1.png").read_bytes()[:4] == b"\x89PNG"
     three = subprocess.run([*lceval_cmd, "heatmap", runs["real"], runs["oracle"], runs["oracle"], "--diff"],

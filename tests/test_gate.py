@@ -131,7 +131,7 @@ def runs(tmp_path_factory, lceval_cmd, cli_env) -> dict[str, Path]:
 SIZED_POLICY = """\
 alpha: 0.05
 checks:
-  - {task: needle, metric: substring_match, margin: 0.5}
+  - {task: needle, metric: exact_phrase, margin: 0.5}
   - {task: needle, metric: rouge_l_f1, margin: 0.5}
   - {task: passkey, metric: passkey_match, margin: 0.5}
   - {task: topic, metric: accuracy, margin: 0.5}
@@ -159,7 +159,7 @@ def test_oracle_rescoring_is_the_tasks_own_scoring(runs):
     real = read_records(runs["real"])
     assert all(rescore(r, r["output"])["scores"] == r["scores"] for r in real if r["task"] == "mmlu")
     oracle = read_records(runs["oracle"])
-    assert all(r["scores"].get("substring_match", r["scores"].get("passkey_match", r["scores"].get("accuracy",
+    assert all(r["scores"].get("exact_phrase", r["scores"].get("passkey_match", r["scores"].get("accuracy",
                r["scores"].get("acc")))) == 1.0 for r in oracle)
 
 
@@ -195,7 +195,7 @@ def test_degraded_candidate_is_rejected(runs, lceval_cmd, cli_env, tmp_path, siz
     for name in ("passkey passkey_match", "mmlu acc"):  # (topic's 8 cases: all lost, yet the interval reaches -0.49)
         assert checks[name]["status"] == "regression" and checks[name]["ci"][1] < -checks[name]["margin"]
     # Every needle cell has the same needle: rotating answers changes nothing, and the gate says so.
-    assert checks["needle substring_match"]["passed"] and checks["needle rouge_l_f1"]["passed"]
+    assert checks["needle exact_phrase"]["passed"] and checks["needle rouge_l_f1"]["passed"]
     assert "❌ lceval gate: fail" in proc.stdout and "Why it failed" in proc.stdout
 
 
@@ -203,7 +203,7 @@ def test_checkpoint_that_retrieves_nothing_is_rejected(runs, lceval_cmd, cli_env
     """The real demo model (retrieves nothing) as a candidate against the oracle: every retrieval check fails."""
     proc = gate(lceval_cmd, cli_env, "--baseline", runs["oracle"], "--candidate", runs["real"])
     assert proc.returncode == 1
-    assert "| ❌ | needle substring_match | 9 | 1.0000 | 0.0000 |" in proc.stdout
+    assert "| ❌ | needle exact_phrase | 9 | 1.0000 | 0.0000 |" in proc.stdout
 
 
 def test_missing_samples_are_refused(runs, lceval_cmd, cli_env, tmp_path, sized_policy):
@@ -258,14 +258,14 @@ def test_policy_floors_margins_and_per_length_checks(runs, lceval_cmd, cli_env, 
     policy = tmp_path / "gate.yaml"
     policy.write_text("alpha: 0.05\nchecks:\n"
                       "  - {task: mmlu, metric: acc, margin: 0.1, min_score: 0.9}\n"
-                      "  - {task: needle, metric: substring_match, margin: 0.05, by: length}\n"
-                      "  - {task: needle, metric: substring_match, margin: null, min_score: 0.95, length: 256}\n")
+                      "  - {task: needle, metric: exact_phrase, margin: 0.05, by: length}\n"
+                      "  - {task: needle, metric: exact_phrase, margin: null, min_score: 0.95, length: 256}\n")
     verdict = tmp_path / "verdict.json"
     proc = gate(lceval_cmd, cli_env, "--baseline", runs["oracle"], "--candidate", slightly, "--policy", policy,
                 "--json", verdict)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     checks = json.loads(verdict.read_text())["checks"]
-    assert [c["name"] for c in checks] == ["mmlu acc"] + [f"needle substring_match [length={n}]"
+    assert [c["name"] for c in checks] == ["mmlu acc"] + [f"needle exact_phrase [length={n}]"
                                                           for n in (256, 512, 1024, 256)]
     mmlu, at256, at512, at1024, floor = checks
     assert mmlu["passed"] and mmlu["difference"] == pytest.approx(-2 / 114)
@@ -277,12 +277,12 @@ def test_policy_floors_margins_and_per_length_checks(runs, lceval_cmd, cli_env, 
 
 def test_bad_policies_are_one_sentence(runs, lceval_cmd, cli_env, tmp_path):
     cases = {
-        "checks:\n  - {task: needle, metric: substring_match, margn: 0.1}\n": "unknown key 'margn'",
+        "checks:\n  - {task: needle, metric: exact_phrase, margn: 0.1}\n": "unknown key 'margn'",
         "checks:\n  - {task: nope, metric: acc}\n": "no nope samples",
         "checks:\n  - {task: needle, metric: acc}\n": "no metric 'acc'",
-        "checks:\n  - {task: needle, metric: substring_match, by: category}\n": "no breakdown 'category'",
-        "checks:\n  - {task: needle, metric: substring_match, length: 333}\n": "no length '333'",
-        "alpha: 2\nchecks:\n  - {task: needle, metric: substring_match}\n": "alpha is 2",
+        "checks:\n  - {task: needle, metric: exact_phrase, by: category}\n": "no breakdown 'category'",
+        "checks:\n  - {task: needle, metric: exact_phrase, length: 333}\n": "no length '333'",
+        "alpha: 2\nchecks:\n  - {task: needle, metric: exact_phrase}\n": "alpha 2",
     }
     for text, message in cases.items():
         policy = tmp_path / "policy.yaml"

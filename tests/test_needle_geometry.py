@@ -155,7 +155,7 @@ def test_min_max_count_lengths_and_bad_options():
         1000, 1500, 2000]
     with pytest.raises(UserError, match="unknown needle option 'lenghts'"):
         NeedleOptions.from_dict({"lenghts": [1]})
-    with pytest.raises(UserError, match="outside 0..100"):
+    with pytest.raises(UserError, match="from 0 to 100"):
         depth_grid(NeedleOptions.from_dict({"depths": [120]}))
 
 

@@ -15,8 +15,8 @@ from lceval.tasks.needle import aggregate_grid
 
 def record(length, depth, rouge, found):
     return {"task": "needle", "id": f"L{length}-D{depth}", "meta": {"length": length, "depth": depth,
-            "realized_depth": depth, "prompt_tokens": length}, "scores": {"rouge_l_f1": rouge,
-            "substring_match": found}}
+            "realized_depth": depth, "prompt_tokens": length}, "scores": {"key_facts": found,
+            "rouge_l_f1": rouge, "exact_phrase": found}}
 
 
 def test_torn_last_line_is_cut_and_whole_lines_kept(tmp_path):
@@ -38,9 +38,9 @@ def test_aggregate_grid_means_per_cell_length_and_depth():
     records = [record(1000, 0, 1.0, 1.0), record(1000, 50, 0.5, 0.0), record(2000, 0, 0.0, 0.0),
                record(2000, 50, 0.25, 1.0)]
     agg = aggregate_grid(records)
-    assert agg["metrics"] == {"rouge_l_f1": pytest.approx(0.4375), "substring_match": 0.5}
+    assert agg["metrics"] == {"key_facts": 0.5, "rouge_l_f1": pytest.approx(0.4375), "exact_phrase": 0.5}
     assert agg["by_length"]["1000"]["rouge_l_f1"] == 0.75
-    assert agg["by_depth"]["50"]["substring_match"] == 0.5
+    assert agg["by_depth"]["50"]["key_facts"] == 0.5
     assert [(c["length"], c["depth"]) for c in agg["cells"]] == [(1000, 0), (1000, 50), (2000, 0), (2000, 50)]
 
 
@@ -52,8 +52,9 @@ def test_heatmap_grid_puts_depth_down_and_length_across(tmp_path):
     manifest = {"model": {"spec": "m"}, "adapter": {"spec": "a"}}
     files = write_needle_heatmaps(tmp_path, {"tasks": {"needle": agg}}, manifest, training_length=1500)
     names = sorted(f.name for f in files)
-    assert names == ["needle_heatmap_rouge_l_f1.csv", "needle_heatmap_rouge_l_f1.png",
-                     "needle_heatmap_substring_match.csv", "needle_heatmap_substring_match.png"]
+    assert names == ["needle_heatmap_exact_phrase.csv", "needle_heatmap_exact_phrase.png",
+                     "needle_heatmap_key_facts.csv", "needle_heatmap_key_facts.png",
+                     "needle_heatmap_rouge_l_f1.csv", "needle_heatmap_rouge_l_f1.png"]
     assert (tmp_path / "needle_heatmap_rouge_l_f1.csv").read_text().splitlines() == [
         "depth_percent,1000,2000", "0,1.0000,", "50,,0.2500"]
 

@@ -235,8 +235,8 @@ def test_a_missing_file_or_folder_is_one_sentence(tmp_path):
 def test_data_dir_flag_reaches_the_task_but_not_the_generator():
     assert "topic" in registry.tasks.names() and registry.tasks.get("topic").reads_data_dir
     cfg = RunConfig(tasks=["topic"], data_dir=str(LONGCHAT), task_options={"topic": {"source": "longchat"}})
-    assert _make_tasks(cfg, is_demo=False)[0].opts.data_dir == str(LONGCHAT)
-    generated = _make_tasks(RunConfig(tasks=["topic"], data_dir=str(LONGCHAT)), is_demo=False)[0]
+    assert _make_tasks(cfg, named=None)[0].opts.data_dir == str(LONGCHAT)
+    generated = _make_tasks(RunConfig(tasks=["topic"], data_dir=str(LONGCHAT)), named=None)[0]
     assert generated.settings()["data_dir"] is None  # a --data-dir meant for another task changes nothing here
 
 

@@ -51,7 +51,7 @@ def test_runner_on_a_lent_engine_writes_a_complete_run(vllm_backend, tmp_path, l
     assert manifest["backend"]["engine_args"]["enable_prefix_caching"] is True
     assert manifest["backend"]["engine_args"]["dtype"] == "float32"  # the checkpoint's dtype, as on hf
     assert manifest["backend"]["engine_args"]["tensor_parallel_size"] == 1
-    assert (run_dir / "needle_heatmap_substring_match.png").exists()
+    assert (run_dir / "needle_heatmap_exact_phrase.png").exists()
 
 
 @pytest.fixture(scope="module")

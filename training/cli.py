@@ -7,6 +7,13 @@ from typing import Annotated
 
 import typer
 
+from lceval.settings import ExportFlags, SynthFlags, allowed
+
+
+def _h(text: str, cls: type, name: str) -> str:
+    """A flag's help, ending in its range as its settings class checks it."""
+    return f"{text} Allowed: {allowed(cls, name)}."
+
 
 def register(app: typer.Typer) -> None:
     """Add the training commands to the lceval app (harness/cli.py calls this)."""
@@ -20,26 +27,38 @@ def register(app: typer.Typer) -> None:
             help="SECTION.KEY=VALUE overrides of the recipe, e.g. training.learning_rate=1e-4.")] = None,
     ) -> None:
         """Train a (Q)LoRA context extension from a recipe; resumes from the last checkpoint in --output-dir."""
+        from lceval import files
+        from lceval.training.data import load_mix
         from lceval.training.recipe import load_recipe
         from lceval.training.train import train as run_training
 
-        run_training(load_recipe(recipe, overrides or []), output_dir, console)
+        resolved = load_recipe(recipe, overrides or [])
+        load_mix(resolved.resolve(resolved.data.mix))  # the data-mix file, checked before anything is written
+        files.check_output_dir(output_dir, "--output-dir")
+        run_training(resolved, output_dir, console)
 
     @app.command()
     def export(
         adapter: Annotated[Path, typer.Argument(help="The --output-dir of a finished lceval train run.")],
         output_dir: Annotated[Path, typer.Option(help="Folder for the merged checkpoint.")],
         merge: Annotated[bool, typer.Option("--merge", help="Merge the adapter into its base (required).")] = False,
-        dtype: Annotated[str | None, typer.Option(help="float32, bfloat16 or float16 (default: the recipe's "
-                                                       "export.dtype).")] = None,
+        dtype: Annotated[str | None, typer.Option(help=_h("The merged checkpoint's dtype (default: the recipe's "
+                                                          "export.dtype).", ExportFlags, "dtype"))] = None,
         base: Annotated[Path | None, typer.Option(help="The base model folder, if it moved since training.")] = None,
     ) -> None:
         """Merge a trained adapter into its base model, with the RoPE it was trained with (for vLLM and others)."""
+        from lceval import files
         from lceval.errors import UserError
+        from lceval.settings import flags
         from lceval.training.export import merge as merge_adapter
 
         if not merge:
             raise UserError("lceval export only merges for now; pass --merge.")
+        dtype = flags(ExportFlags, dtype=dtype).dtype
+        if not adapter.is_dir():
+            raise UserError(f"adapter folder {adapter} does not exist or is not a folder; pass the --output-dir of a "
+                            "finished lceval train run.")
+        files.check_output_dir(output_dir, "--output-dir")
         path = merge_adapter(adapter, output_dir, dtype=dtype, base=base)
         console.print(f"merged checkpoint: {path}")
 
@@ -55,25 +74,29 @@ def register(app: typer.Typer) -> None:
         tasks: Annotated[str | None, typer.Option(help="Comma list: single_detail, multi_detail, bio (default all).")]
         = None,
         prompts: Annotated[Path | None, typer.Option(help="Prompts file (default: the paper's, bundled).")] = None,
-        concurrency: Annotated[int, typer.Option(help="Requests in flight.")] = 4,
-        max_retries: Annotated[int, typer.Option(help="Retries per request, with exponential backoff.")] = 5,
-        request_timeout: Annotated[float, typer.Option(help="Seconds per request.")] = 600.0,
+        concurrency: Annotated[int, typer.Option(help=_h("Requests in flight.", SynthFlags, "concurrency"))] = 4,
+        max_retries: Annotated[int, typer.Option(help=_h("Retries per request, with exponential backoff.",
+                                                         SynthFlags, "max_retries"))] = 5,
+        request_timeout: Annotated[float, typer.Option(help=_h("Seconds per request.", SynthFlags,
+                                                               "request_timeout"))] = 600.0,
         api_key_env: Annotated[str | None, typer.Option(help="Environment variable with the API key.")] = None,
-        max_tokens: Annotated[int | None, typer.Option(help="Override the prompts file's max_tokens.")] = None,
+        max_tokens: Annotated[int | None, typer.Option(help=_h("Override the prompts file's max_tokens.", SynthFlags,
+                                                               "max_tokens"))] = None,
         structured: Annotated[bool, typer.Option("--structured/--no-structured",
                                                  help="Ask for JSON by schema (response_format).")] = True,
-        limit: Annotated[int | None, typer.Option(help="Only the first N requests.")] = None,
+        limit: Annotated[int | None, typer.Option(help=_h("Only the first N requests.", SynthFlags, "limit"))] = None,
     ) -> None:
         """Build the seed paper's synthetic long-context QA and summary data with a teacher model."""
-        from lceval.errors import UserError
+        from lceval import files
+        from lceval.settings import flags
         from lceval.training.synth import synth as run_synth
 
-        if concurrency < 1:
-            raise UserError("--concurrency must be at least 1.")
-        names = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
-        stats = run_synth(documents, output_dir, base_url, model=model, tasks=names, prompts=prompts,
-                          concurrency=concurrency, max_retries=max_retries, timeout=request_timeout,
-                          api_key_env=api_key_env, max_tokens=max_tokens, structured=structured, limit=limit,
-                          console=console)
+        checked = flags(SynthFlags, tasks=tasks, concurrency=concurrency, max_retries=max_retries,
+                        request_timeout=request_timeout, max_tokens=max_tokens, limit=limit)
+        files.check_output_dir(output_dir, "--output-dir")
+        stats = run_synth(documents, output_dir, base_url, model=model, tasks=checked.tasks or None, prompts=prompts,
+                          concurrency=checked.concurrency, max_retries=checked.max_retries,
+                          timeout=checked.request_timeout, api_key_env=api_key_env, max_tokens=checked.max_tokens,
+                          structured=structured, limit=checked.limit, console=console)
         console.print(f"synth: {stats['sent']} answered ({stats['parsed']} parsed, {stats['unparsed']} not), "
                       f"{stats['skipped_done']} done before; conversations {stats['conversations']} in {output_dir}")

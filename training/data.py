@@ -20,13 +20,16 @@ import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
+from lceval import files
 from lceval.config import load_yaml
 from lceval.errors import UserError
+from lceval.settings import Count, NonEmptyText, parse, settings_class
 
 IGNORE = -100
-KINDS = ("text", "instruction", "conversation")
+Kind = Literal["text", "instruction", "conversation"]
+KINDS = get_args(Kind)
 _COUNT = re.compile(r"^(?P<path>.*?)\[(?P<n>\d+)\]$")
 
 
@@ -37,32 +40,35 @@ class Source:
     kind: str | None  # None: from the records' fields
 
 
+@settings_class
+class SourceEntry:
+    """A `sources:` entry of a data-mix file, as a mapping (each field's type is its range; lceval.settings)."""
+
+    path: NonEmptyText
+    count: Count | None = None  # a seeded random subset of this many records
+    kind: Kind | None = None
+
+
 def parse_source(entry: Any, root: Path, where: str) -> Source:
     """One `sources:` entry: `path[N]` or a mapping {path, count?, kind?}."""
     if isinstance(entry, str):
-        spec, count, kind = entry.strip(), None, None
-    elif isinstance(entry, dict) and "path" in entry:
-        unknown = sorted(set(entry) - {"path", "count", "kind"})
-        if unknown:
-            raise UserError(f"data-mix {where} source {entry['path']!r} has unknown key {unknown[0]!r}; "
-                            "use path, count and kind.")
-        spec, count, kind = str(entry["path"]).strip(), entry.get("count"), entry.get("kind")
-    else:
+        entry = {"path": entry}
+    if not isinstance(entry, dict) or "path" not in entry:
         raise UserError(f"data-mix {where} has a source that is neither a path nor a mapping with a path: {entry!r}.")
-    match = _COUNT.match(spec)
+    data = dict(entry, path=str(entry["path"]).strip())
+    match = _COUNT.match(data["path"])
     if match:
-        spec, count = match["path"], int(match["n"])
-    if kind is not None and kind not in KINDS:
-        raise UserError(f"data-mix {where} source {spec} has kind {kind!r}; use one of {', '.join(KINDS)}.")
-    if count is not None and int(count) < 1:
-        raise UserError(f"data-mix {where} source {spec} asks for {count} records; ask for at least 1.")
-    path = Path(spec).expanduser()
-    return Source(path if path.is_absolute() else root / path, None if count is None else int(count), kind)
+        data.update(path=match["path"], count=int(match["n"]))
+    source = parse(SourceEntry, data, label=lambda key: f"data-mix {where} source {data['path']!r} {key}",
+                   unknown=lambda key, known: f"data-mix {where} source {data['path']!r} has unknown key {key!r}; "
+                                              f"use {', '.join(known)}.")
+    path = Path(source.path).expanduser()
+    return Source(path if path.is_absolute() else root / path, source.count, source.kind)
 
 
 def load_mix(path: Path) -> list[Source]:
-    data = load_yaml(path)
-    unknown = sorted(set(data) - {"sources", "root"})
+    data = load_yaml(path, "data-mix")
+    unknown = sorted(set(data) - {"sources", "root"}, key=str)
     if unknown:
         raise UserError(f"data-mix {path} has unknown key {unknown[0]!r}; use sources (and root).")
     entries = data.get("sources")
@@ -77,7 +83,7 @@ def read_records(path: Path) -> list[dict[str, Any]]:
     """A JSON list or JSON lines file of records."""
     if not path.exists():
         raise UserError(f"data file {path} does not exist; fix its path in the data-mix file.")
-    text = path.read_text(encoding="utf-8")
+    text = files.read_text(path, "data file")
     try:
         if text.lstrip().startswith("["):
             records = json.loads(text)

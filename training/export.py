@@ -39,6 +39,9 @@ def merge(adapter: Path, out: Path, dtype: str | None = None, base: Path | None 
     dtype = dtype or recipe_dtype or "bfloat16"
     if dtype not in DTYPES:
         raise UserError(f"--dtype {dtype!r} must be one of {', '.join(DTYPES)}.")
+    from lceval.model_checks import check_weights
+
+    check_weights(base, str(base))  # a corrupt base is named before it is loaded
     rope = record["rope"]
     config = AutoConfig.from_pretrained(base)
     apply_rope(config, rope.get("rope_parameters"), rope.get("max_position_embeddings"))
@@ -60,13 +63,13 @@ def merge(adapter: Path, out: Path, dtype: str | None = None, base: Path | None 
 
 
 def _recipe_export_dtype(adapter: Path) -> str | None:
-    import yaml
-
     file = adapter / "recipe.yaml"
     if not file.exists():
         return None
-    data = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
-    return (data.get("export") or {}).get("dtype")
+    from lceval import files
+
+    data = files.read_yaml(file) or {}
+    return ((data.get("export") or {}).get("dtype")) if isinstance(data, dict) else None
 
 
 def _check(folder: Path, rope: dict[str, Any], written: dict[str, Any]) -> None:

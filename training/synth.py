@@ -46,15 +46,17 @@ def load_spec(path: Path | None = None) -> dict[str, Any]:
     if path is None:
         text = resources.files("lceval.training").joinpath("data/synth.yaml").read_text(encoding="utf-8")
         where = "the bundled synth.yaml"
+        spec = yaml.safe_load(text) or {}
     else:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as err:
-            raise UserError(f"prompts file {path} cannot be read ({err.strerror}); check the path.") from err
+        from lceval import files
+
         where = str(path)
-    spec = yaml.safe_load(text) or {}
+        spec = files.read_yaml(Path(path), "prompts file") or {}
+    if not isinstance(spec, dict) or not isinstance(spec.get("tasks") or {}, dict):
+        raise UserError(f"prompts file {where} must be a mapping with `tasks`, a mapping of task name to prompt.")
     for name, task in (spec.get("tasks") or {}).items():
-        if task.get("unit") not in ("chunk", "document") or "${context}" not in task.get("prompt", ""):
+        if (not isinstance(task, dict) or task.get("unit") not in ("chunk", "document")
+                or "${context}" not in str(task.get("prompt", ""))):
             raise UserError(f"task {name} in {where} needs unit (chunk or document) and a prompt with ${{context}}.")
     if not spec.get("tasks"):
         raise UserError(f"prompts file {where} defines no tasks.")
@@ -149,12 +151,14 @@ def done_ids(raw: Path) -> set[str]:
     """Requests already answered with parseable items (a killed run's last line may be cut: skipped)."""
     done = set()
     if raw.exists():
-        for line in raw.read_text(encoding="utf-8").splitlines():
+        from lceval import files
+
+        for line in files.read_text(raw).splitlines():
             try:
                 entry = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            if entry.get("items"):
+            if isinstance(entry, dict) and entry.get("items") and "id" in entry:
                 done.add(entry["id"])
     return done
 
@@ -218,13 +222,12 @@ def synth(documents_dir: Path, out: Path, base_url: str, *, model: str | None = 
     units = plan_units(docs, spec, tasks or list(spec["tasks"]))
     if limit is not None:
         units = units[:limit]
-    out.mkdir(parents=True, exist_ok=True)
-    raw = out / "requests.jsonl"
-    done = done_ids(raw)
-    todo = [u for u in units if u.id not in done]
     urls = parse_base_urls(base_url)
     if not urls:
         raise UserError("lceval data synth needs the teacher's address; pass --base-url http://HOST:PORT.")
+    raw = out / "requests.jsonl"
+    done = done_ids(raw)
+    todo = [u for u in units if u.id not in done]
     policy = RetryPolicy(max_retries=max_retries, timeout=timeout)
     loop = LoopThread()
     lock = threading.Lock()
@@ -238,6 +241,9 @@ def synth(documents_dir: Path, out: Path, base_url: str, *, model: str | None = 
             raise UserError(f"teacher server {urls[0]} does not answer /v1/models ({err}); start it or fix "
                             "--base-url.") from None
         name = pick_model(urls[0], models, model)["id"]
+        from lceval import files
+
+        files.ensure_dir(out, "--output-dir")  # only now: a teacher that does not answer leaves nothing behind
 
         async def call(client, i: int) -> dict[str, Any]:
             unit = todo[i]

@@ -169,19 +169,24 @@ def prepare_output(recipe: Recipe, out: Path) -> Path | None:
     """Create OUT or check it holds this recipe's unfinished run; the checkpoint to resume from, if any."""
     import yaml
 
+    from lceval import files
+
+    files.check_output_dir(out, "--output-dir")
     record = out / TRAINING_RECORD
     if record.exists():
         raise UserError(f"output folder {out} already holds a finished training run; pass another --output-dir.")
     saved = out / "recipe.yaml"
     if saved.exists():
-        old = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
+        old = files.read_yaml(saved) or {}
+        if not isinstance(old, dict):
+            raise UserError(f"{saved} is not a recipe; pass another --output-dir.")
         new = yaml.safe_load(dump_recipe(recipe))
         changed = _differences(old, new)
         if changed:
             raise UserError(f"output folder {out} holds a run of another recipe ({changed[0]}); pass another "
                             "--output-dir or the same recipe and overrides to resume it.")
-    out.mkdir(parents=True, exist_ok=True)
-    saved.write_text(dump_recipe(recipe), encoding="utf-8")
+    files.ensure_dir(out, "--output-dir")
+    files.write_text(saved, dump_recipe(recipe))
     checkpoints = complete_checkpoints(out / "checkpoints")
     return checkpoints[0] if checkpoints else None
 
@@ -389,7 +394,13 @@ def read_training_record(adapter: Path) -> dict[str, Any]:
     if not file.exists():
         raise UserError(f"adapter folder {adapter} has no {TRAINING_RECORD}; point at the --output-dir of a finished "
                         "lceval train run.")
-    return json.loads(file.read_text(encoding="utf-8"))
+    from lceval import files
+
+    record = files.read_json(file)
+    if not isinstance(record, dict) or not isinstance(record.get("rope"), dict) or "base_model" not in record:
+        raise UserError(f"{file} is not a training record of lceval train (it lacks rope or base_model); point at "
+                        "the --output-dir of a finished lceval train run.")
+    return record
 
 
 def world_size() -> int:

@@ -341,20 +341,16 @@ class OpenAIBackend(Backend):
         if not self.urls:
             raise UserError("--backend openai needs the server's address: pass --base-url http://HOST:PORT "
                             "(repeat it for several servers).")
+        # --openai-api, --concurrency, --max-retries and --request-timeout are typed and range-checked with the
+        # run's other settings (lceval.config.RunConfig); None here means the default.
         self.api = extra.get("openai_api") or "completions"
-        if self.api not in APIS:
-            raise UserError(f"--openai-api {self.api!r} must be one of {', '.join(APIS)}.")
         if self.api == "chat" and extra.get("chat_template", True):
             raise UserError("--openai-api chat applies the server's chat template to the prompt; pass "
                             "--no-chat-template so that lceval does not apply one as well.")
-        self.concurrency = int(extra.get("concurrency") or DEFAULT_CONCURRENCY)
-        if self.concurrency < 1:
-            raise UserError(f"--concurrency {self.concurrency} must be at least 1.")
-        retries = extra.get("max_retries")
+        concurrency, retries, timeout = (extra.get(k) for k in ("concurrency", "max_retries", "request_timeout"))
+        self.concurrency = DEFAULT_CONCURRENCY if concurrency is None else int(concurrency)
         self.policy = RetryPolicy(max_retries=DEFAULT_MAX_RETRIES if retries is None else int(retries),
-                                  timeout=float(extra.get("request_timeout") or DEFAULT_TIMEOUT_S))
-        if self.policy.max_retries < 0:
-            raise UserError(f"--max-retries {self.policy.max_retries} must be 0 or more.")
+                                  timeout=DEFAULT_TIMEOUT_S if timeout is None else float(timeout))
         self.api_key_env = extra.get("api_key_env")
         key = read_api_key(self.api_key_env)
         self._sends_key = key is not None
