@@ -74,9 +74,9 @@ def plot_heatmap(path: Path, lengths: list[int], depths: list[float], grid: np.n
                 ax.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=7, color="#1a1a1a")
     if training_length and lengths[0] <= training_length <= lengths[-1]:
         x = _column_position(lengths, training_length)
-        ax.axvline(x, color="#1f3b8f", linestyle="--", linewidth=1.5, label=f"training length {training_length:,}")
-        ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.18 if len(lengths) > 8 else -0.12), fontsize=8,
-                  frameon=False)
+        ax.axvline(x, color="#1f3b8f", linestyle="--", linewidth=1.5)
+        # Said in the axis label, where no tick label or cell can cover it (a legend below the axes did).
+        ax.set_xlabel(f"Context length (tokens); dashed line: training length {training_length:,}")
     colourbar = fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02)
     colourbar.set_label(METRIC_LABELS.get(metric, metric))
     fig.tight_layout()
