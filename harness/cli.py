@@ -82,10 +82,20 @@ def run(
                                                            "default) or chat (servers without /v1/completions).",
                                                            "openai_api"))] = None,
     config: Annotated[Path | None, typer.Option(help="YAML file with the same settings; flags win.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Build every sample as the run would, print the plan "
+                                                            "(samples, prompt tokens per length bucket, max new "
+                                                            "tokens, an estimated time and its basis) and exit; "
+                                                            "writes nothing under --out.")] = False,
+    calibrate_from: Annotated[Path | None, typer.Option(help="--dry-run: estimate from the tokens/s recorded in "
+                                                             "this earlier run folder's cost, instead of timing a "
+                                                             "few samples on hf.")] = None,
 ) -> None:
     """Run tasks on a model and write a run folder (manifest, samples, results, pictures)."""
     from lceval.config import build_config
     from lceval.runner import execute
+
+    if calibrate_from is not None and not dry_run:
+        raise UserError(f"--calibrate-from {calibrate_from} applies to --dry-run; add --dry-run, or drop it.")
 
     flags = dict(model=model, adapter=adapter, revision=revision, tasks=tasks, backend=backend, max_length=max_length,
                  rope_theta=rope_theta, dtype=dtype, out=out, run_id=run_id, limit=limit, chat_template=chat_template,
@@ -96,9 +106,51 @@ def run(
                  api_key_env=api_key_env, concurrency=concurrency, request_timeout=request_timeout,
                  max_retries=max_retries, openai_api=openai_api)
     cfg = build_config(config, flags, task_option or [])
+    if dry_run:
+        from lceval.runner import dry_run as plan_only
+
+        _print_plan(plan_only(cfg, console, calibrate_from))
+        return
     run_dir = execute(cfg, console)
     _print_results(run_dir)
     console.print(f"run folder: {run_dir}")
+
+
+def _print_plan(dry) -> None:
+    """`lceval run --dry-run`: per task and length bucket what would run, and the estimate with its basis."""
+    from lceval.cost import seconds_text
+
+    p = dry.plan
+    total = sum(len(v) for v in p.samples.values())
+    state = (f"a new run folder {p.run.path}" if not p.run.exists()
+             else f"run folder {p.run.path}: {total - len(dry.todo)} of {total} samples done")
+    console.print(f"dry run: nothing was written; {state}.")
+    table = Table("task", "length bucket", "samples", "prompt tokens", "max new tokens", "estimate", "rate from",
+                  title=f"plan: {len(dry.todo)} samples to run on model {p.model.spec} (window {p.max_length})")
+    estimate = dry.estimate or {}
+    for name, row in dry.table.items():
+        guess = (estimate.get("tasks") or {}).get(name) or {}
+        table.add_row(name, "all", str(row["samples"]), f"{row['prompt_tokens']:,}", str(row["max_new_tokens"]),
+                      seconds_text(guess.get("seconds")), "")
+        for label, part in row["by_length_bucket"].items():
+            bucket = (guess.get("by_length_bucket") or {}).get(label) or {}
+            table.add_row("", label, str(part["samples"]), f"{part['prompt_tokens']:,}",
+                          str(part["max_new_tokens"]), seconds_text(bucket.get("seconds")),
+                          escape(bucket.get("from") or ""), style="dim")
+    _stdout().print(table)
+    out = _stdout()
+    if dry.estimate is None or dry.estimate.get("generation_s") is None:
+        out.print(escape(dry.basis if dry.basis.startswith(("no estimate", "nothing")) else
+                         f"no estimate for every task; basis: {dry.basis}."), highlight=False)
+        return
+    generation = dry.estimate["generation_s"]
+    engine = dry.engine_start_s
+    whole = generation + (engine or 0)
+    out.print(escape(f"estimated time: {seconds_text(whole)} (generation {seconds_text(generation)}"
+                     + (f" + engine start {seconds_text(engine)}" if engine is not None else "") + f"); basis: "
+                     f"{dry.basis}. Each bucket takes its measured seconds per prompt token (answers included, at "
+                     "that task's answer length); a bucket marked ~ borrows the nearest measured one's, which "
+                     "underestimates longer prompts (attention grows with length)."), highlight=False)
 
 
 @app.command("tasks")
@@ -288,6 +340,34 @@ def _print_results(run_dir: Path) -> None:
                     table.add_row(name, f"{key[3:].replace('_', ' ')} {label}", metric, _number(number), "")
                     name = ""
     _stdout().print(table)
+    if isinstance(results.get("cost"), dict):
+        _print_cost(results["cost"])
+
+
+def _print_cost(cost: dict) -> None:
+    """The run's cost (lceval.cost): per task and per prompt-length bucket, tokens, seconds and tokens/s."""
+    from lceval.cost import seconds_text
+
+    def row(name: str, label: str, part: dict, seconds_key: str, **style) -> None:
+        rate = part.get("tokens_per_s")
+        table.add_row(name, label, str(part.get("samples", 0)), f"{part.get('prompt_tokens', 0):,}",
+                      f"{part.get('generated_tokens', 0):,}", seconds_text(part.get(seconds_key)),
+                      "–" if rate is None else f"{rate:,.0f}", **style)
+
+    start = cost.get("engine_start_s")
+    sessions = cost.get("sessions", 0)
+    title = (f"cost: engine start {seconds_text(start)} ({sessions} session{'s' if sessions != 1 else ''})"
+             if start is not None else f"cost ({sessions} session{'s' if sessions != 1 else ''})")
+    if cost.get("untimed_samples"):
+        title += f"; {cost['untimed_samples']} samples untimed (a killed session)"
+    table = Table("task", "length bucket", "samples", "prompt tokens", "generated", "generation", "tokens/s",
+                  title=title)
+    row("all", "all", cost, "generation_s")
+    for label, part in (cost.get("by_length_bucket") or {}).items():
+        row("", label, part, "seconds", style="dim")
+    for name, part in (cost.get("tasks") or {}).items():
+        row(name, "all", part, "generation_s")
+    _stdout().print(table)
 
 
 def _number(value) -> str:
@@ -316,24 +396,12 @@ def _error(message: str) -> None:
     console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
 
 
-def _click_errors() -> tuple[type[Exception], ...]:
-    """Click's exception classes: typer's vendored copy and click itself, whichever are installed."""
+def _click_classes(*names: tuple[str, str]) -> tuple[type[BaseException], ...]:
+    """Click's exception classes `(module, name)`: typer's vendored copy and click itself, whichever are installed."""
     import importlib
 
     found = []
-    for module, name in (("typer", "TyperException"), ("click", "ClickException")):
-        try:
-            found.append(getattr(importlib.import_module(module), name))
-        except (ImportError, AttributeError):
-            pass
-    return tuple(found)
-
-
-def _click_aborts() -> tuple[type[BaseException], ...]:
-    import importlib
-
-    found = []
-    for module, name in (("typer", "Abort"), ("click.exceptions", "Abort")):
+    for module, name in names:
         try:
             found.append(getattr(importlib.import_module(module), name))
         except (ImportError, AttributeError):
@@ -377,13 +445,14 @@ def run_cli(argv: list[str] | None = None) -> int:
     except UserError as err:
         _error(str(err))
         return err.exit_code
-    except _click_errors() as err:  # click's own errors (typer >= 0.22 vendors click): usage errors exit 2
+    # click's own errors (typer >= 0.22 vendors click): usage errors exit 2
+    except _click_classes(("typer", "TyperException"), ("click", "ClickException")) as err:
         if type(err).__name__ == "NoArgsIsHelpError":  # `lceval` or `lceval data` alone: the help
             print(err.format_message())
             return err.exit_code
         _error(_usage_sentence(err))
         return err.exit_code
-    except _click_aborts():
+    except _click_classes(("typer", "Abort"), ("click.exceptions", "Abort")):
         _error("aborted.")
         return EXIT_GATE_FAILED
     except OSError as err:  # a file the helpers of lceval.files did not see (a library's own write, say)

@@ -36,8 +36,14 @@ class PromptFormat:
     def overhead(self) -> int:
         return len(self.prefix_ids) + len(self.suffix_ids)
 
-    def wrap(self, content_ids: list[int]) -> list[int]:
-        return [*self.prefix_ids, *content_ids, *self.suffix_ids]
+    def wrap(self, *content_parts: list[int]) -> list[int]:
+        """The content (its parts one after another) between the prefix and the suffix; parts are copied once,
+        not joined first (a long prompt is built in one list)."""
+        prompt = list(self.prefix_ids)
+        for part in content_parts:
+            prompt += part
+        prompt += self.suffix_ids
+        return prompt
 
 
 def encode(tokenizer, text: str) -> list[int]:

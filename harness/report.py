@@ -257,6 +257,39 @@ def _runs_table_html(runs: list[Run]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def _cost_table_html(runs: list[Run]) -> str:
+    """Each run's cost (results.json `cost`, lceval.cost): tokens, time, tokens/s overall and per length bucket."""
+    from lceval.cost import seconds_text, sorted_buckets
+
+    costs = [((run.results or {}).get("cost") if isinstance((run.results or {}).get("cost"), dict) else None)
+             for run in runs]
+    if not any(costs):
+        return ""
+    buckets = sorted_buckets(label for c in costs if c for label in c.get("by_length_bucket") or {})
+
+    def rate(part: dict[str, Any] | None) -> str:
+        value = (part or {}).get("tokens_per_s")
+        return "–" if value is None else f"{value:,.0f}"
+
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in ["run", "engine start", "samples", "prompt tokens",
+                                                           "generated tokens", "generation", "tokens/s",
+                                                           *(f"tokens/s {b}" for b in buckets)])
+    lines = [f"<table><tr>{head}</tr>"]
+    for run, c in zip(runs, costs, strict=True):
+        if not c:
+            lines.append(f"<tr><td class='l'>{html.escape(run.label)}</td>"
+                         f"<td class='l' colspan='{6 + len(buckets)}'>no cost recorded</td></tr>")
+            continue
+        cells = [seconds_text(c.get("engine_start_s")), str(c.get("samples", 0)), f"{c.get('prompt_tokens', 0):,}",
+                 f"{c.get('generated_tokens', 0):,}", seconds_text(c.get("generation_s")), rate(c),
+                 *(rate((c.get("by_length_bucket") or {}).get(b)) for b in buckets)]
+        lines.append(f"<tr><td class='l'>{html.escape(run.label)}</td>"
+                     + "".join(f"<td>{html.escape(text)}</td>" for text in cells) + "</tr>")
+    return ("<h2>Cost</h2><p>Tokens per second: prompt and generated tokens per second of generation, overall and "
+            "per prompt-length bucket (K = 1024 tokens); engine start summed over a run's sessions.</p>"
+            + "".join(lines) + "</table>")
+
+
 def _rows_table_html(runs: list[Run], rows: list[Row]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in table_header(runs))
     lines = [f"<table><tr>{head}</tr>"]
@@ -374,6 +407,7 @@ def html_report(runs: list[Run], rows: list[Row], figures: list[Figure]) -> str:
     if warnings:
         items = "".join(f"<li>{html.escape(w)}</li>" for w in warnings)
         parts.append(f"<div class='warn'><b>Not measured alike:</b><ul>{items}</ul></div>")
+    parts.append(_cost_table_html(runs))
     parts += ["<h2>Scores</h2>",
               "<p>Each score is the mean over samples with its 95% interval (Wilson for pass/fail metrics, bootstrap "
               "otherwise); Δ is the paired difference to the first run on the samples both ran with the same prompt "

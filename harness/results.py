@@ -1,8 +1,9 @@
 """The run folder: the contract between running and everything after it.
 
-    manifest.json   what ran: model, adapter, backend, config, versions, hardware (readable without samples)
+    manifest.json   what ran: model, adapter, backend, config, versions, hardware, sessions and what each cost
+                    (readable without samples)
     samples.jsonl   one record per finished sample, appended and flushed as it finishes
-    results.json    aggregates per task, written at the end of a run
+    results.json    aggregates per task and the run's cost (lceval.cost), written at the end of a run
     *.png, *.csv    pictures and grids written by the tasks
 
 A run killed at any point continues with the same run id: a torn last line is cut off, finished samples
@@ -104,10 +105,12 @@ class RunFolder:
                 handle.truncate(keep)
         return len(data) - keep
 
-    def records(self, samples: bool = False) -> list[dict[str, Any]]:
+    def records(self, samples: bool = False, torn_ok: bool = False) -> list[dict[str, Any]]:
         """Every record; a malformed line other than a torn last one is an error, not silently dropped.
 
         `samples`: each record must also be a sample (task, id, scores), as running, comparing and gating read them.
+        `torn_ok`: a torn last line (no newline, not JSON) is left out rather than refused, for a reader that may
+        not repair the file (--dry-run).
         """
         if not self.samples_path.exists():
             return []
@@ -118,6 +121,8 @@ class RunFolder:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as err:
+                if torn_ok and not line.endswith("\n"):
+                    break
                 raise UserError(
                     f"{self.samples_path} line {number} is not valid JSON; fix or delete that line and rerun."
                 ) from err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -11,8 +12,8 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from lceval import environment, registry
-from lceval.backends.base import Backend, BackendSettings, generation_eos
+from lceval import cost, environment, registry
+from lceval.backends.base import Backend, BackendSettings, GenerationRequest, generation_eos
 from lceval.backends.openai import served_adapter_name, served_only_adapter
 from lceval.backends.openai import settings_extra as openai_settings
 from lceval.config import RunConfig
@@ -102,8 +103,11 @@ def _fingerprint(cfg: RunConfig, model_hash: str, adapter_hash: str | None, max_
     }
 
 
-def plan(cfg: RunConfig, console: Console) -> Plan:
-    """Validate everything a user can get wrong, and build all samples, before starting an engine."""
+def plan(cfg: RunConfig, console: Console, write: bool = True) -> Plan:
+    """Validate everything a user can get wrong, and build all samples, before starting an engine.
+
+    `write=False` (--dry-run): the run folder is neither created nor probed; nothing under --out is touched.
+    """
     named = named_model(cfg.model or DEFAULT_MODEL)
     tasks = _make_tasks(cfg, named)
     if cfg.backend != "auto":
@@ -151,7 +155,8 @@ def plan(cfg: RunConfig, console: Console) -> Plan:
 
     run_id = cfg.run_id or default_run_id(model, adapter, cfg.tasks)
     run = RunFolder(Path(cfg.out) / run_id)
-    run.ensure_writable()  # only now: input that fails above leaves no empty run folder behind
+    if write:
+        run.ensure_writable()  # only now: input that fails above leaves no empty run folder behind
     with console.status("hashing the model"):
         # A GGUF model is the file it came from (its dequantised folder is lceval's cache of it).
         model_hash = ({"sha256": model.gguf["sha256"], "method": "sha256 of the GGUF file"} if model.gguf
@@ -222,16 +227,7 @@ def execute(cfg: RunConfig, console: Console, backend: Backend | None = None) ->
     removed = run.repair_samples()
     if removed:
         console.print(f"repaired {run.samples_path}: cut a torn last line of {removed} bytes.")
-    done: dict[tuple[str, str], dict[str, Any]] = {(r["task"], r["id"]): r for r in run.records(samples=True)}
-    todo: list[tuple[Task, Sample]] = []
-    for task in p.tasks:
-        for sample in p.samples[task.name]:
-            record = done.get((task.name, sample.id))
-            if record is None:
-                todo.append((task, sample))
-            elif record["prompt_hash"] != hash_ids(sample.prompt_ids):
-                raise UserError(f"{run.samples_path} holds {task.name} sample {sample.id} with another prompt; "
-                                "use a new --run-id rather than mix results.")
+    todo = _todo(p, run.records(samples=True))
     finished = sum(len(v) for v in p.samples.values()) - len(todo)
     if finished:
         console.print(f"resuming {run.path}: {finished} samples already done, {len(todo)} to run.")
@@ -241,17 +237,9 @@ def execute(cfg: RunConfig, console: Console, backend: Backend | None = None) ->
     session = {"started_at": now(), "samples_run": 0}
     p.manifest["sessions"].append(session)
     if todo:
-        settings = BackendSettings(
-            model_path=p.model.path, max_length=p.max_length,
-            adapter_path=p.adapter.path if p.adapter else None, adapter_rank=p.adapter.rank if p.adapter else None,
-            rope_theta=cfg.rope_theta, rope_parameters=adapter_rope(cfg, p.adapter), dtype=cfg.dtype, seed=cfg.seed,
-            trust_remote_code=cfg.trust_remote_code,
-            batch_size=cfg.batch_size, gpu_memory_utilization=cfg.gpu_memory_utilization,
-            tensor_parallel_size=cfg.tensor_parallel_size,
-            extra={"adapter_modules_to_save": list(p.adapter.modules_to_save) if p.adapter else [],
-                   **openai_settings(cfg)},
-        )
+        settings = _backend_settings(cfg, p)
         lent = backend is not None
+        started = time.monotonic()
         try:
             backend = backend or open_backend(requested, settings, console)
         except Exception as err:
@@ -270,8 +258,19 @@ def execute(cfg: RunConfig, console: Console, backend: Backend | None = None) ->
                                 "use a new --run-id rather than mix results.")
             p.manifest["backend"] = {"requested": cfg.backend, **backend.identity()}
             session["backend"] = backend.name
+            # The engine start as this run paid it (none where a caller lent an open backend); each task's cost
+            # is added, and the manifest written, as the task finishes (lceval.cost).
+            engine_start = None if lent else time.monotonic() - started
+            tasks_cost: dict[str, dict[str, Any]] = {}
+            session["cost"] = cost.session_cost(engine_start, tasks_cost)
             run.write_manifest(p.manifest)
-            session["samples_run"] = _generate(backend, todo, run, console)
+
+            def record_cost(name: str, task_cost: dict[str, Any]) -> None:
+                tasks_cost[name] = task_cost
+                session["cost"] = cost.session_cost(engine_start, tasks_cost)
+                run.write_manifest(p.manifest)
+
+            session["samples_run"] = _generate(backend, todo, run, console, record_cost)
         finally:
             if not lent:
                 backend.close()
@@ -279,8 +278,38 @@ def execute(cfg: RunConfig, console: Console, backend: Backend | None = None) ->
     return run.path
 
 
-def _generate(backend: Backend, todo: list[tuple[Task, Sample]], run: RunFolder, console: Console) -> int:
-    """Run each task's samples (all its prompts at once), appending each sample as it finishes."""
+def _todo(p: Plan, records: list[dict[str, Any]]) -> list[tuple[Task, Sample]]:
+    """The samples that samples.jsonl does not hold yet; one it holds with another prompt is refused."""
+    done: dict[tuple[str, str], dict[str, Any]] = {(r["task"], r["id"]): r for r in records}
+    todo: list[tuple[Task, Sample]] = []
+    for task in p.tasks:
+        for sample in p.samples[task.name]:
+            record = done.get((task.name, sample.id))
+            if record is None:
+                todo.append((task, sample))
+            elif record["prompt_hash"] != hash_ids(sample.prompt_ids):
+                raise UserError(f"{p.run.samples_path} holds {task.name} sample {sample.id} with another prompt; "
+                                "use a new --run-id rather than mix results.")
+    return todo
+
+
+def _backend_settings(cfg: RunConfig, p: Plan) -> BackendSettings:
+    return BackendSettings(
+        model_path=p.model.path, max_length=p.max_length,
+        adapter_path=p.adapter.path if p.adapter else None, adapter_rank=p.adapter.rank if p.adapter else None,
+        rope_theta=cfg.rope_theta, rope_parameters=adapter_rope(cfg, p.adapter), dtype=cfg.dtype, seed=cfg.seed,
+        trust_remote_code=cfg.trust_remote_code,
+        batch_size=cfg.batch_size, gpu_memory_utilization=cfg.gpu_memory_utilization,
+        tensor_parallel_size=cfg.tensor_parallel_size,
+        extra={"adapter_modules_to_save": list(p.adapter.modules_to_save) if p.adapter else [],
+               **openai_settings(cfg)},
+    )
+
+
+def _generate(backend: Backend, todo: list[tuple[Task, Sample]], run: RunFolder, console: Console,
+              record_cost: Callable[[str, dict[str, Any]], None] | None = None) -> int:
+    """Run each task's samples (all its prompts at once), appending each sample as it finishes; each task's cost
+    (tokens and time, lceval.cost) goes to `record_cost` when the task is done."""
     count = 0
     by_task: dict[str, tuple[Task, list[Sample]]] = {}
     for task, sample in todo:
@@ -288,8 +317,11 @@ def _generate(backend: Backend, todo: list[tuple[Task, Sample]], run: RunFolder,
     with run.open_for_append() as handle, sample_progress(console) as progress:
         for name, (task, samples) in by_task.items():
             started = time.monotonic()
+            finished: list[cost.Finished] = []
             for outcome in task.run(backend, samples, progress, run.path):
                 sample = outcome.sample
+                finished.append(cost.Finished(time.monotonic() - started, len(sample.prompt_ids),
+                                              outcome.output_tokens or 0))
                 record = {
                     "task": task.name,
                     "task_version": task.version,
@@ -306,7 +338,12 @@ def _generate(backend: Backend, todo: list[tuple[Task, Sample]], run: RunFolder,
                 }
                 run.append(record, handle)
                 count += 1
-            console.print(f"{name}: {len(samples)} samples in {time.monotonic() - started:.1f} s")
+            task_cost = cost.task_cost(finished, time.monotonic() - started)
+            rate = task_cost["tokens_per_s"]
+            console.print(f"{name}: {len(samples)} samples in {task_cost['generation_s']:.1f} s"
+                          + (f" ({rate:,.0f} tokens/s)" if rate else ""))
+            if record_cost is not None:
+                record_cost(name, task_cost)
     return count
 
 
@@ -315,11 +352,14 @@ def finish(p: Plan, console: Console) -> dict[str, Any]:
     records = p.run.records(samples=True)
     results: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "run_id": p.manifest["run_id"], "tasks": {}}
     complete = True
+    held = 0
     for task in p.tasks:
         wanted = p.all_ids[task.name]
         mine = [r for r in records if r["task"] == task.name and r["id"] in wanted]
         complete &= len(mine) == len(wanted)
+        held += len(mine)
         results["tasks"][task.name] = {"version": task.version, "n_expected": len(wanted), **task.aggregate(mine)}
+    results["cost"] = cost.run_cost(p.manifest.get("sessions", []), held)  # every session's work, summed
     p.run.write_results(results)
     files = []
     for task in p.tasks:
@@ -327,3 +367,155 @@ def finish(p: Plan, console: Console) -> dict[str, Any]:
     p.manifest.update(status="complete" if complete else "partial", finished_at=now(), files=files)
     p.run.write_manifest(p.manifest)
     return results
+
+
+# ---------------------------------------------------------------------------------------------------- --dry-run
+
+CALIBRATION_MODEL_BYTES = 2**30  # hf starts a model of at most this much weights in seconds: cheap to calibrate
+CALIBRATION_PROMPT_TOKENS = 8192  # per task: the first samples of each length bucket, shortest buckets first
+CALIBRATION_MAX_PROMPT = 4096  # no calibration sample is longer (a long prompt takes minutes on a CPU)
+
+
+@dataclass
+class DryRun:
+    """What `lceval run --dry-run` found: the plan, what is left to run, and an estimate with its basis."""
+
+    plan: Plan
+    todo: list[tuple[Task, Sample]]
+    table: dict[str, dict[str, Any]]  # lceval.cost.plan_table of the samples to run
+    estimate: dict[str, Any] | None  # lceval.cost.estimate, None where there is no basis
+    engine_start_s: float | None
+    basis: str  # one sentence: what the estimate comes from, or why there is none
+
+
+def dry_run(cfg: RunConfig, console: Console, calibrate_from: Path | None = None) -> DryRun:
+    """Build every sample as a run would and estimate its time; writes nothing under --out.
+
+    The estimate comes from the tokens per second recorded in an earlier run folder's cost (`calibrate_from`),
+    or else from timing the first samples of each task and length bucket on hf where that is cheap (hf chosen,
+    a model of at most CALIBRATION_MODEL_BYTES); otherwise there is none and only counts are given.
+    """
+    recorded = _read_cost(calibrate_from) if calibrate_from is not None else None  # refused before any work
+    p = plan(cfg, console, write=False)
+    previous = (p.manifest.get("backend") or {}).get("name")
+    if previous and cfg.backend not in ("auto", previous):  # as the run would refuse it
+        raise UserError(f"run {p.run.path} was run on backend {previous}, not {cfg.backend}; "
+                        "use a new --run-id rather than mix results.")
+    todo = _todo(p, p.run.records(samples=True, torn_ok=True))
+    items: dict[str, list[tuple[int, int]]] = {task.name: [] for task in p.tasks}
+    for task, sample in todo:
+        items[task.name].append((len(sample.prompt_ids), sample.max_new_tokens))
+    if not todo:
+        basis, engine, sentence = None, None, "nothing to run: the run folder holds every sample."
+    elif recorded is not None:
+        basis, engine, sentence = _recorded_basis(calibrate_from, *recorded, p)
+    else:
+        basis, engine, sentence = _calibrate(cfg, p, todo, console)
+    estimate = cost.estimate(items, basis) if basis is not None and todo else None
+    return DryRun(p, todo, cost.plan_table(items), estimate, engine if todo else None, sentence)
+
+
+def _read_cost(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The cost an earlier run recorded (results.json) and its manifest; one sentence where there is none."""
+    folder = RunFolder(path)
+    if not folder.path.is_dir():
+        raise UserError(f"--calibrate-from {path} is not a folder; give the folder of an earlier `lceval run`.")
+    if not folder.results_path.exists() and not folder.results_path.is_symlink():
+        raise UserError(f"--calibrate-from {path} holds no results.json; give the folder of an earlier `lceval run`.")
+    recorded = folder.results().get("cost")
+    if not isinstance(recorded, dict) or not recorded.get("generation_s") or not recorded.get("prompt_tokens"):
+        raise UserError(f"--calibrate-from {path}: its results.json holds no cost record with generation time (a "
+                        "run from before lceval recorded costs, or one that generated nothing); give a newer run "
+                        "folder, or leave the flag out.")
+    manifest = folder.manifest() if folder.manifest_path.exists() else {}
+    return recorded, manifest
+
+
+def _recorded_basis(path: Path, recorded: dict[str, Any], manifest: dict[str, Any],
+                    p: Plan) -> tuple[dict[str, Any], float | None, str]:
+    """An earlier run's cost, its engine start per session, and a sentence naming where it comes from."""
+    model = (manifest.get("model") or {}).get("spec", "?")
+    backend = (manifest.get("backend") or {}).get("name", "?")
+    sessions = recorded.get("sessions") or 0
+    start = recorded.get("engine_start_s")
+    engine = start / sessions if isinstance(start, int | float) and sessions else None
+    other = "" if model == p.model.spec else f"; another model than this run's {p.model.spec}"
+    samples = recorded.get("samples") or 0
+    answers = f", {recorded.get('generated_tokens', 0) / samples:.0f} generated tokens a sample" if samples else ""
+    sentence = (f"tokens/s recorded in {path} ({samples} samples of model {model} on backend {backend}, "
+                f"{cost.seconds_text(recorded['generation_s'])} of generation{answers}{other})")
+    return recorded, engine, sentence
+
+
+def _weights_bytes(path: Path) -> int:
+    suffixes = {".safetensors", ".bin", ".pt", ".pth", ".gguf"}
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and f.suffix in suffixes)
+
+
+def _calibrate(cfg: RunConfig, p: Plan, todo: list[tuple[Task, Sample]],
+               console: Console) -> tuple[dict[str, Any] | None, float | None, str]:
+    """Time the first samples of each task and length bucket on hf, where starting it is cheap."""
+    import importlib.util
+    import tempfile
+
+    previous = (p.manifest.get("backend") or {}).get("name")
+    backend_name = previous if (cfg.backend == "auto" and previous) else cfg.backend
+    if backend_name == "auto":  # as open_backend decides, without starting an engine
+        backend_name = "vllm" if importlib.util.find_spec("vllm") is not None else "hf"
+    advice = "give --calibrate-from RUN_DIR (an earlier run's folder) for an estimate"
+    if backend_name != "hf":
+        return None, None, (f"no estimate: backend {backend_name} is not started for a calibration (only hf on a "
+                            f"small model is); {advice}.")
+    size = _weights_bytes(p.model.path)
+    if size > CALIBRATION_MODEL_BYTES:
+        return None, None, (f"no estimate: the model's weights are {size / 2**30:.1f} GiB, more than the "
+                            f"{CALIBRATION_MODEL_BYTES / 2**30:.0f} GiB a calibration starts hf for; {advice}.")
+    by_task: dict[str, tuple[Task, list[Sample]]] = {}
+    for task, sample in todo:
+        by_task.setdefault(task.name, (task, []))[1].append(sample)
+    # Per task, each length bucket's first samples (a batch), shortest buckets first, up to the token budget; each
+    # bucket runs on its own, as a run's length-sorted batches mostly do.
+    chosen: list[tuple[Task, list[Sample]]] = []
+    for task, samples in by_task.values():
+        used = 0
+        fitting = [s for s in samples if len(s.prompt_ids) <= CALIBRATION_MAX_PROMPT]
+        for label in cost.sorted_buckets(cost.length_bucket(len(s.prompt_ids)) for s in fitting):
+            picked = []
+            for sample in [s for s in fitting if cost.length_bucket(len(s.prompt_ids)) == label][: cfg.batch_size]:
+                if (picked or used) and used + len(sample.prompt_ids) > CALIBRATION_PROMPT_TOKENS:
+                    break
+                picked.append(sample)
+                used += len(sample.prompt_ids)
+            if picked:
+                chosen.append((task, picked))
+    if not chosen:
+        return None, None, (f"no estimate: every sample is longer than the {CALIBRATION_MAX_PROMPT} tokens a "
+                            f"calibration runs; {advice}.")
+    started = time.monotonic()
+    try:
+        backend = open_backend("hf", _backend_settings(cfg, p), console)
+    except Exception as err:  # the run itself would say why in one sentence; here the plan still prints
+        reason = " ".join(str(err).split())[:200] or type(err).__name__
+        return None, None, f"no estimate: hf could not start for a calibration ({reason}); {advice}."
+    engine = time.monotonic() - started
+    parts: dict[str, list[dict[str, Any]]] = {}
+    try:
+        shortest = min((s for _, samples in chosen for s in samples), key=lambda s: len(s.prompt_ids))
+        list(backend.generate([GenerationRequest(shortest.prompt_ids, 1)]))  # warm-up, untimed: first-call costs
+        with tempfile.TemporaryDirectory(prefix="lceval-calibration-") as scratch, \
+                sample_progress(console) as progress:
+            for task, samples in chosen:
+                started = time.monotonic()
+                finished = [cost.Finished(time.monotonic() - started, len(o.sample.prompt_ids), o.output_tokens or 0)
+                            for o in task.run(backend, samples, progress, Path(scratch))]
+                parts.setdefault(task.name, []).append(cost.task_cost(finished, time.monotonic() - started))
+    finally:
+        backend.close()
+    tasks_cost = {name: cost.combine(costs) for name, costs in parts.items()}
+    measured = cost.session_cost(engine, tasks_cost)
+    sentence = (f"a calibration on hf: {measured['samples']} samples ({measured['prompt_tokens']:,} prompt tokens, "
+                f"the first of each task and length bucket up to {CALIBRATION_MAX_PROMPT} tokens, each bucket on its "
+                f"own after an untimed warm-up) generated in "
+                f"{cost.seconds_text(measured['generation_s'])} after an engine start of "
+                f"{cost.seconds_text(engine)}")
+    return measured, engine, sentence

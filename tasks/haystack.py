@@ -6,6 +6,7 @@ every machine and carries no third-party text.
 
 from __future__ import annotations
 
+import bisect
 import random
 from collections.abc import Iterator
 from functools import cache
@@ -45,16 +46,25 @@ def generated_paragraphs(seed: int = 0) -> Iterator[str]:
         yield " ".join(sentences)
 
 
+# seed -> the paragraphs generated so far, their running lengths (each + 2 for its separator), and the generator:
+# a longer text of a seed starts with every shorter one, so each paragraph is generated once per process.
+_GENERATED: dict[int, tuple[list[str], list[int], Iterator[str]]] = {}
+
+
 def generated_text(n_chars: int, seed: int = 0) -> str:
-    """At least `n_chars` characters of generated haystack, paragraphs separated by blank lines."""
-    parts: list[str] = []
-    total = 0
-    for paragraph in generated_paragraphs(seed):
-        parts.append(paragraph)
-        total += len(paragraph) + 2
-        if total >= n_chars:
-            break
-    return "\n\n".join(parts)
+    """At least `n_chars` characters of generated haystack, paragraphs separated by blank lines: the fewest
+    paragraphs whose lengths, each counted with its 2-character separator, reach `n_chars`."""
+    paragraphs, totals, source = _GENERATED.setdefault(seed, ([], [], generated_paragraphs(seed)))
+    while not totals or totals[-1] < n_chars:
+        paragraph = next(source)
+        paragraphs.append(paragraph)
+        totals.append((totals[-1] if totals else 0) + len(paragraph) + 2)
+    return "\n\n".join(paragraphs[: bisect.bisect_left(totals, n_chars) + 1])
+
+
+def forget_generated() -> None:
+    """Drop the generated paragraphs kept for reuse (benchmarks that time a cold build)."""
+    _GENERATED.clear()
 
 
 def folder_text(folder: Path) -> str:

@@ -33,9 +33,14 @@ def bundled_dir() -> Path:
 
 
 def lm_eval_mmlu_dir() -> Path:
-    import lm_eval.tasks
+    """lm-eval's installed MMLU task files, found without importing lm-eval (its import loads `datasets`, most
+    of a second, which `lceval compare` and `gate` need not pay); ImportError where lm-eval is not installed."""
+    import importlib.util
 
-    return Path(lm_eval.tasks.__file__).parent / "mmlu" / "default"
+    spec = importlib.util.find_spec("lm_eval")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("lm-eval is not installed")
+    return Path(next(iter(spec.submodule_search_locations))) / "tasks" / "mmlu" / "default"
 
 
 def subjects() -> list[str]:

@@ -15,6 +15,7 @@ preset's whole answer phrase appears verbatim (case-insensitively).
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 import random
 import re
@@ -192,19 +193,60 @@ class NeedleTask(Task):
             raise UserError(f"{self.name} length {longest} (+{self.opts.max_new_tokens} answer tokens) does not fit "
                             f"the window of {window} tokens; drop it from the lengths or raise --max-length.")
 
+    # The last tokens of a text may change when the text goes on (a word or sentence cut short tokenizes
+    # otherwise); tokens this many before its end do not, so two texts that both go on this far past their first
+    # n tokens share those n tokens.
+    SETTLED_TOKENS = 512
+    PROBE_CHARS = 50_000  # at most: a piece of haystack that tells how many characters a token takes
+
+    def _tokenized(self, tokenizer, n_chars: int) -> tuple[str, list[int], list[tuple[int, int]]]:
+        text = haystack_text(self.opts.haystack, n_chars, self.opts.haystack_seed)
+        try:
+            enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+        except NotImplementedError as err:
+            raise UserError("the needle task needs a fast tokenizer (tokenizer.json) to find sentences.") from err
+        return text, enc["input_ids"], enc["offset_mapping"]
+
     def _haystack(self, tokenizer, n_tokens: int) -> tuple[list[int], list[int]]:
-        """At least `n_tokens` haystack ids, and the sentence starts among them (up to and including n_tokens)."""
-        n_chars = max(n_tokens * 6, 2000)
+        """At least `n_tokens` haystack ids, and the sentence starts among them (up to and including n_tokens).
+
+        They are the first n_tokens ids of the first of the haystack texts of c, 2c, 4c, ... characters (c = 6 a
+        token, at least 2000) that holds more than n_tokens tokens. Tokenizing those texts in turn, each whole,
+        cost up to 3.6 times the text needed (tokens of 25 characters); instead one text a little longer than
+        needed is tokenized, and its tokens' ends count the tokens each of those texts holds. Only a text whose
+        count falls within SETTLED_TOKENS of n_tokens is tokenized itself, and where it is the first long enough
+        its ids are used.
+        """
+        settled = self.SETTLED_TOKENS
+        first = max(n_tokens * 6, 2000)
+        text, ids, offsets = self._tokenized(tokenizer, min(first, max(first // 8, 8000), self.PROBE_CHARS))
+        while len(ids) <= n_tokens + settled:
+            # The characters a token takes, from what was tokenized, with room for its error (a short piece: more).
+            cushion = 1 + max(0.01, 1.5 / math.sqrt(max(len(ids), 1)))
+            needed = int((n_tokens + settled) * len(text) / max(len(ids), 1) * cushion) + 1000
+            text, ids, offsets = self._tokenized(tokenizer, max(needed, len(text) + len(text) // 8 + 1))
+        ends: list[int] = []
+        size = first
         while True:
-            text = haystack_text(self.opts.haystack, n_chars, self.opts.haystack_seed)
-            try:
-                enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
-            except NotImplementedError as err:
-                raise UserError("the needle task needs a fast tokenizer (tokenizer.json) to find sentences.") from err
-            ids = list(enc["input_ids"])
-            if len(ids) > n_tokens:
-                return ids[:n_tokens], [s for s in sentence_starts(text, enc["offset_mapping"]) if s <= n_tokens]
-            n_chars *= 2
+            # A haystack text has at least the characters asked for; one as long as this one holds all of it, and
+            # this one goes on well past n_tokens.
+            if size >= len(text):
+                break
+            chars = len(haystack_text(self.opts.haystack, size, self.opts.haystack_seed))
+            if chars >= len(text):
+                break
+            ends = ends or list(itertools.accumulate((end for _, end in offsets), max))
+            held = bisect.bisect_right(ends, chars)  # the tokens of this text within that one
+            if held > n_tokens + settled:
+                break
+            if held >= n_tokens - settled:  # too close to tell: tokenize that text itself
+                exact = self._tokenized(tokenizer, size)
+                if len(exact[1]) > n_tokens:
+                    text, ids, offsets = exact
+                    break
+            size *= 2
+        starts = sentence_starts(text, offsets[: n_tokens + 1])
+        return list(ids[:n_tokens]), [s for s in starts if s <= n_tokens]
 
     def cell_needle(self, length: int, depth: float) -> dict[str, Any]:
         """The needle, its answer phrase and key facts in one cell (the same everywhere, unless they hold a {key})."""
@@ -232,11 +274,10 @@ class NeedleTask(Task):
             # Whole sentences only: the context ends where the last sentence that fits ends (a haystack without
             # sentence marks within the budget is cut at the budget).
             whole = starts[: bisect.bisect_right(starts, budget)]
-            cut = whole[-1] if whole[-1] > 0 else budget
-            context = haystack[:cut]
-            within = [s for s in whole if s <= cut]
+            cut = whole[-1] if whole[-1] > 0 else budget  # the context is haystack[:cut]
+            within = whole  # sorted, and cut is its last start (or the budget where it holds only 0)
             pos = insertion_point(cut, depth, within)
-            prompt = turn.wrap(description + context[:pos] + needle + context[pos:] + question)
+            prompt = turn.wrap(description, haystack[:pos], needle, haystack[pos:cut], question)
             meta = {
                 "length": length,
                 "depth": depth,
@@ -245,7 +286,7 @@ class NeedleTask(Task):
                 "needle_token_index": len(turn.prefix_ids) + len(description) + pos,
             }
             samples.append(Sample(cell_id(length, depth), prompt, opts.max_new_tokens, target, meta,
-                                  excerpt=_excerpt(tok, context, pos, needle, question, within)))
+                                  excerpt=_excerpt(tok, haystack, cut, pos, needle, question, within)))
         return samples
 
     def score(self, sample: Sample, output: str) -> dict[str, float]:
@@ -308,15 +349,16 @@ class PasskeyTask(NeedleTask):
                             {"passkey_match": float(found is not None and found.group(0) == sample.target["answer"])})
 
 
-def _excerpt(tokenizer, context: list[int], pos: int, needle: list[int], question: list[int],
+def _excerpt(tokenizer, haystack: list[int], cut: int, pos: int, needle: list[int], question: list[int],
              starts: list[int]) -> dict[str, Any]:
-    """A few whole sentences before and after the needle, the needle, and the question, as text."""
+    """A few whole sentences before and after the needle, the needle, and the question, as text (the context is
+    haystack[:cut]; `starts` are its sentence starts)."""
     i = bisect.bisect_right(starts, pos)
     first = starts[max(i - 1 - EXCERPT_SENTENCES, 0)] if starts else 0
-    last = starts[i + EXCERPT_SENTENCES - 1] if i + EXCERPT_SENTENCES - 1 < len(starts) else len(context)
-    before = ("[...] " if first > 0 else "") + tokenizer.decode(context[first:pos])
+    last = starts[i + EXCERPT_SENTENCES - 1] if i + EXCERPT_SENTENCES - 1 < len(starts) else cut
+    before = ("[...] " if first > 0 else "") + tokenizer.decode(haystack[first:pos])
     needle_text = tokenizer.decode(needle)
-    after = tokenizer.decode(context[pos:last]) + (" [...]" if last < len(context) else "")
+    after = tokenizer.decode(haystack[pos:last]) + (" [...]" if last < cut else "")
     text = before + needle_text + after + tokenizer.decode(question)
     return {"text": text, "highlight": [len(before), len(before) + len(needle_text)]}
 

@@ -47,6 +47,20 @@ def cli_env(lceval_cache) -> dict[str, str]:
     return env
 
 
+OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "TOKENIZERS_PARALLELISM": "false"}
+
+
+@pytest.fixture(scope="module")
+def offline(lceval_cache):
+    """In-process CLI tests: offline, with the shared cache, and no terminal size (as the subprocesses see it)."""
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in OFFLINE.items():
+            patch.setenv(key, value)
+        patch.delenv("COLUMNS", raising=False)
+        yield
+
+
 @pytest.fixture(scope="session")
 def lceval_cmd() -> list[str]:
     return [sys.executable, "-m", "lceval"]

@@ -34,21 +34,12 @@ REPO = Path(__file__).resolve().parent.parent
 TINY_RECIPE = REPO / "recipes" / "tiny-qlora-cpu.yaml"
 RUN_ID = "X"
 GRID = ["-o", "needle.lengths=[256]", "-o", "needle.depths=[0,50]"]
-OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-           "TOKENIZERS_PARALLELISM": "false"}
 LATIN1 = "caf\xe9 cr\xe8me\n".encode("latin-1")  # not UTF-8: the byte 0xe9
 
 
 # ------------------------------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(scope="module")
-def offline(lceval_cache):
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in OFFLINE.items():
-            patch.setenv(key, value)
-        patch.delenv("COLUMNS", raising=False)
-        yield
 
 
 @pytest.fixture(scope="module")
@@ -177,6 +168,8 @@ def workspace(root, finished_run, demo_model) -> Path:
     _run_copy(finished_run, w / "run-no-task", samples_jsonl='{"id": "a", "scores": {}}\n')
     _run_copy(finished_run, w / "run-bad-results", results_json="[1, 2]")
     _run_copy(finished_run, w / "run-results-latin1", results_json=LATIN1)
+    no_cost = {k: v for k, v in json.loads((finished_run / "results.json").read_text()).items() if k != "cost"}
+    _run_copy(finished_run, w / "run-no-cost", results_json=json.dumps(no_cost))  # a run from before costs
     _run_copy(finished_run, w / "run-results-notasks", results_json='{"schema_version": 1}')
     _run_copy(finished_run, w / "run-no-results", results_json=None)
     _run_copy(finished_run, w / "run-manifest-list", manifest_json="[]")
@@ -334,6 +327,17 @@ CASES: list[tuple[str, list[str], int, list[str]]] = [
     ("run-served-model-on-hf", RG("--served-model", "m"), 2, ["--served-model", "--backend openai"]),
     ("run-api-key-env-on-hf", RG("--api-key-env", "KEY"), 2, ["--api-key-env", "--backend openai"]),
     ("run-markup-task", RG("--tasks", "[bold]x[/bold]"), 2, ["[bold]x[/bold]"]),
+    # --- run: --dry-run estimates from an earlier run's cost (--calibrate-from)
+    ("run-calibrate-from-without-dry-run", RG("--calibrate-from", "{run}"), 2,
+     ["--calibrate-from", "applies to --dry-run"]),
+    ("run-calibrate-from-missing", RG("--dry-run", "--calibrate-from", "{w}/no-such-run"), 2,
+     ["--calibrate-from", "not a folder"]),
+    ("run-calibrate-from-not-a-run", RG("--dry-run", "--calibrate-from", "{w}/empty-dir"), 2,
+     ["--calibrate-from", "no results.json"]),
+    ("run-calibrate-from-bad-results", RG("--dry-run", "--calibrate-from", "{w}/run-bad-results"), 2,
+     ["results.json", "JSON object"]),
+    ("run-calibrate-from-no-cost", RG("--dry-run", "--calibrate-from", "{w}/run-no-cost"), 2,
+     ["--calibrate-from", "no cost record"]),
     # --- run: needle options (-o needle.KEY=VALUE)
     ("needle-lengths-text", R(*Opt("needle.lengths=abc")), 2, ["needle.lengths 'abc'", "list of whole numbers"]),
     ("needle-lengths-empty", R(*Opt("needle.lengths=[]")), 2, ["needle.lengths []", "non-empty list"]),

@@ -82,9 +82,10 @@ def test_html_report_is_self_contained(runs, lceval_cmd, cli_env, tmp_path):
     target = tmp_path / "report.html"
     lceval(lceval_cmd, cli_env, "report", runs["oracle"], runs["degraded"], "-o", target)
     text = target.read_text()
-    assert text.count("data:image/png;base64,") == 5  # 3 heatmap comparisons, the topic curve, mmlu by category
+    assert text.count("data:image/png;base64,") == 6  # 4 heatmap comparisons, the topic curve, mmlu by category
     assert "src='http" not in text and "<link" not in text
-    for caption in ("needle: Key answer found (substring)", "passkey: Pass key retrieved", "topic: first topic",
+    for caption in ("needle: Needle's key facts found", "needle: Whole answer phrase found (strict)",
+                    "passkey: Pass key retrieved", "topic: first topic",
                     "mmlu acc by category"):
         assert caption in text
 
