@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
 import subprocess
@@ -87,7 +88,7 @@ def test_html_report_is_self_contained(runs, lceval_cmd, cli_env, tmp_path):
     for caption in ("needle: Needle's key facts found", "needle: Whole answer phrase found (strict)",
                     "passkey: Pass key retrieved", "topic: first topic",
                     "mmlu acc by category"):
-        assert caption in text
+        assert html.escape(caption) in text
 
 
 def test_markdown_and_png_reports(runs, lceval_cmd, cli_env, tmp_path):
