@@ -275,8 +275,7 @@ class NeedleTask(Task):
             # sentence marks within the budget is cut at the budget).
             whole = starts[: bisect.bisect_right(starts, budget)]
             cut = whole[-1] if whole[-1] > 0 else budget  # the context is haystack[:cut]
-            within = whole  # sorted, and cut is its last start (or the budget where it holds only 0)
-            pos = insertion_point(cut, depth, within)
+            pos = insertion_point(cut, depth, whole)
             prompt = turn.wrap(description, haystack[:pos], needle, haystack[pos:cut], question)
             meta = {
                 "length": length,
@@ -286,7 +285,7 @@ class NeedleTask(Task):
                 "needle_token_index": len(turn.prefix_ids) + len(description) + pos,
             }
             samples.append(Sample(cell_id(length, depth), prompt, opts.max_new_tokens, target, meta,
-                                  excerpt=_excerpt(tok, haystack, cut, pos, needle, question, within)))
+                                  excerpt=_excerpt(tok, haystack, cut, pos, needle, question, whole)))
         return samples
 
     def score(self, sample: Sample, output: str) -> dict[str, float]:
