@@ -9,10 +9,10 @@ from lceval.tasks.needle import NeedleTask
 
 
 def test_build_seed_paper_grid(benchmark, demo_tokenizer):
-    """The seed paper's grid (8K..80K x 10 depths = 100 prompts) built in tokens."""
+    """The seed paper's grid (8K..80K x 10 depths = 100 prompts, and 10 no-needle controls) built in tokens."""
     ctx = PromptContext(demo_tokenizer, window=81920, stop_token_ids=[1, 4], chat_template=True)
     samples = benchmark.pedantic(lambda: NeedleTask({"preset": "seed-paper"}).build_samples(ctx), rounds=3)
-    assert len(samples) == 100 and max(len(s.prompt_ids) for s in samples) == 80000
+    assert len(samples) == 110 and max(len(s.prompt_ids) for s in samples) == 80000
 
 
 def test_hf_generation_on_the_demo_model(benchmark, demo_model):

@@ -64,7 +64,7 @@ def test_needle_grid_builds_within_twice_one_tokenization(benchmark, request, na
     lengths = grid(LONGEST, N_LENGTHS)
     times: list[float] = []
     samples = benchmark.pedantic(timed(times, build), args=(tokenizer, lengths), rounds=3, warmup_rounds=1)
-    assert len(samples) == len(lengths) * DEPTHS
+    assert len(samples) == len(lengths) * DEPTHS + len(lengths)  # and a no-needle control per length
     tokenize, tokens, chars = one_tokenization(tokenizer, samples)
     ratio = min(times) / tokenize
     benchmark.extra_info.update(vocabulary=len(tokenizer), cells=len(samples), build_s=min(times),

@@ -217,7 +217,8 @@ def show(
     where: Annotated[list[str] | None, typer.Option(help="--samples: only those whose meta has KEY=VALUE, e.g. "
                                                          "length=4000 (repeat for several).")] = None,
     failed: Annotated[bool, typer.Option("--failed", help="--samples: only those whose pass/fail score is below "
-                                                          "1.")] = False,
+                                                          "1 (a no-needle control: at 1, answered without the "
+                                                          "needle).")] = False,
 ) -> None:
     """Print a run's results table, or with --samples what the model said on each sample and how it scored."""
     if not samples:
@@ -231,8 +232,7 @@ def show(
     chosen = sample_view.select(RunFolder(run_dir).records(), task, sample_view.parse_where(where or []), failed)
     out = _stdout()
     for record in chosen:
-        head = sample_view.headline(record)
-        colour = "green" if head and head[1] >= 1 else "red" if head else "white"
+        colour = {"pass": "green", "fail": "red"}.get(sample_view.verdict(record), "white")
         out.print(Text(f"{record['task']} {record['id']}", style=f"bold {colour}"),
                   Text(f"  {sample_view.meta_text(record)}", style="dim"))
         parts = sample_view.excerpt_parts(record)
@@ -340,8 +340,24 @@ def _print_results(run_dir: Path) -> None:
                     table.add_row(name, f"{key[3:].replace('_', ' ')} {label}", metric, _number(number), "")
                     name = ""
     _stdout().print(table)
+    _print_controls(results["tasks"])
     if isinstance(results.get("cost"), dict):
         _print_cost(results["cost"])
+
+
+def _print_controls(tasks: dict) -> None:
+    """A line per task with no-needle controls (or a grid without them): whether the model answered without the
+    needle."""
+    from rich.text import Text
+
+    from lceval.sample_view import control_line
+
+    for name, task in tasks.items():
+        line = control_line(task)
+        if line is not None:
+            text, warning = line
+            _stdout().print(Text(f"{'warning: ' if warning else ''}{name} {text}",
+                                 style="bold yellow" if warning else ""), soft_wrap=True)
 
 
 def _print_cost(cost: dict) -> None:

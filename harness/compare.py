@@ -3,6 +3,8 @@
 Everything here reads run folders only (manifest.json, samples.jsonl, results.json). Scores and intervals are
 computed from the per-sample records, on each metric's per-sample scale (LongBench's 0..1, not its x100), so a
 task's "all" row is the mean over its samples. Breakdowns come from what each sample records in `meta`.
+Control samples (meta `control: true`, the needle tasks' no-needle prompts) belong to the `control` group only:
+they are left out of every other row and of every gate check that does not name that group.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 from lceval import stats
 from lceval.errors import UserError
-from lceval.results import MANIFEST, RESULTS, SAMPLES, RunFolder, first_difference
+from lceval.results import MANIFEST, RESULTS, SAMPLES, RunFolder, first_difference, is_control
 
 # Task settings that say where a file lives or how a picture is drawn, not what was asked or how it was scored:
 # where the data differ, the prompt hashes differ, and that is checked sample by sample.
@@ -26,6 +28,7 @@ IGNORED_SETTINGS = frozenset({"data_dir", "include_path", "haystack", "training_
 # Libraries that compute scores: a different version may score the same output differently.
 SCORER_PACKAGES = ("rouge", "rouge-score", "fuzzywuzzy", "jieba", "lm-eval")
 MAX_GROUPS = 30  # an axis with more distinct values (LongBench's per-document word counts) is no breakdown
+CONTROL_AXIS, CONTROL_LABEL = "control", "no needle"  # the group of the control samples (a breakdown of its own)
 CONFIDENCE = 0.95
 
 
@@ -168,6 +171,8 @@ def record_groups(record: dict[str, Any]) -> list[tuple[str, str]]:
             groups.append((key, str(meta[key])))
     if "task" in meta and isinstance(meta["task"], str):
         groups.append(("subtask", meta["task"]))
+    if is_control(record):
+        groups.append((CONTROL_AXIS, CONTROL_LABEL))
     return groups
 
 
@@ -177,16 +182,22 @@ def _natural(label: str) -> tuple[int, float, str]:
 
 
 def task_axes(records: Iterable[dict[str, Any]]) -> dict[str, list[str]]:
-    """Each breakdown axis of a task with its labels in natural order; axes with 1 or > MAX_GROUPS labels dropped."""
+    """Each breakdown axis of a task with its labels in natural order; axes with 1 or > MAX_GROUPS labels dropped
+    (but the control group, which is never part of the others)."""
     axes: dict[str, set[str]] = {}
     for record in records:
         for axis, label in record_groups(record):
             axes.setdefault(axis, set()).add(label)
-    return {axis: sorted(labels, key=_natural) for axis, labels in axes.items() if 1 < len(labels) <= MAX_GROUPS}
+    return {axis: sorted(labels, key=_natural) for axis, labels in axes.items()
+            if 1 < len(labels) <= MAX_GROUPS or axis == CONTROL_AXIS}
 
 
 def in_group(record: dict[str, Any], where: dict[str, str]) -> bool:
+    """Whether the record belongs to every group of `where`; a control sample only where `where` names the control
+    group, so that controls stay out of a task's overall and per-group scores."""
     groups = dict(record_groups(record))
+    if CONTROL_AXIS in groups and CONTROL_AXIS not in where:
+        return False
     return all(groups.get(axis) == label for axis, label in where.items())
 
 

@@ -2,7 +2,8 @@
 
 The HTML report is one self-contained file (pictures embedded as base64 PNG); the Markdown report writes its
 pictures into a folder beside it. Both hold the compare table, every needle-style heatmap (each run, and each
-later run's difference to the first), the topic-retrieval curve and per-category bars (LongBench, MMLU).
+later run's difference to the first), the topic-retrieval curve and per-category bars (LongBench, MMLU), and a
+line per run and task on its no-needle controls (results' `control`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 
 from lceval.compare import Row, Run, compare_rows, comparison_warnings
 from lceval.errors import UserError
+from lceval.results import is_control
 
 # ------------------------------------------------------------------------------------------------ the table
 
@@ -329,7 +331,7 @@ def _grid_html(run_index: int, task: str, records: list[dict[str, Any]]) -> str:
     from lceval.sample_view import headline
 
     cells: dict[tuple[Any, Any], dict[str, Any]] = {}
-    for record in records:
+    for record in (r for r in records if not is_control(r)):  # the controls have no cell
         meta = record.get("meta") or {}
         cells.setdefault((meta.get("length"), meta.get("depth")), record)
     lengths = sorted({k[0] for k in cells})
@@ -358,8 +360,7 @@ def _grid_html(run_index: int, task: str, records: list[dict[str, Any]]) -> str:
 def _sample_html(run_index: int, record: dict[str, Any]) -> str:
     from lceval import sample_view
 
-    head = sample_view.headline(record)
-    state = "pass" if head and head[1] >= 1 else "fail" if head else ""
+    state = sample_view.verdict(record)
     parts = sample_view.excerpt_parts(record)
     excerpt = ""
     if parts:
@@ -389,7 +390,8 @@ def samples_html(runs: list[Run]) -> str:
             is_grid = bool(((run.results or {}).get("tasks", {}).get(task) or {}).get("cells"))
             if is_grid:
                 parts.append(_grid_html(i, task, records))
-                shown = sorted(records, key=lambda r: (r["meta"].get("length", 0), r["meta"].get("depth", 0)))
+                shown = sorted(records, key=lambda r: (is_control(r), r["meta"].get("length", 0),
+                                                       r["meta"].get("depth", 0)))
             else:
                 shown = sorted(records, key=lambda r: not failed(r))[:SAMPLES_PER_TASK]
             more = len(records) - len(shown)
@@ -398,6 +400,29 @@ def samples_html(runs: list[Run]) -> str:
                          "</h4>")
             parts += [_sample_html(i, record) for record in shown]
     return "\n".join(parts)
+
+
+def control_lines(runs: list[Run]) -> list[tuple[str, str, bool]]:
+    """(run label, line, warning) for each run's task with no-needle controls or a grid (sample_view.control_line)."""
+    from lceval.sample_view import control_line
+
+    lines = []
+    for run in runs:
+        for task, res in ((run.results or {}).get("tasks") or {}).items():
+            line = control_line(res) if isinstance(res, dict) else None
+            if line is not None:
+                lines.append((run.label, f"{task} {line[0]}", line[1]))
+    return lines
+
+
+def _controls_html(runs: list[Run]) -> str:
+    lines = control_lines(runs)
+    if not lines:
+        return ""
+    items = "".join(f"<li class='{'warn' if warning else ''}'>{html.escape(label)}: {html.escape(text)}</li>"
+                    for label, text, warning in lines)
+    return ("<h2>No-needle control</h2><p>Each length's prompt without the needle, scored as the cells are; a model "
+            f"that passes it answers from memory, not from the context.</p><ul>{items}</ul>")
 
 
 def html_report(runs: list[Run], rows: list[Row], figures: list[Figure]) -> str:
@@ -413,7 +438,7 @@ def html_report(runs: list[Run], rows: list[Row], figures: list[Figure]) -> str:
               "otherwise); Δ is the paired difference to the first run on the samples both ran with the same prompt "
               "(Tango's score interval for pass/fail metrics, else a paired bootstrap). Blue: the interval lies "
               "above 0; red: below.</p>",
-              _rows_table_html(runs, rows), "<h2>Pictures</h2>"]
+              _rows_table_html(runs, rows), _controls_html(runs), "<h2>Pictures</h2>"]
     for figure in figures:
         data = base64.b64encode(figure.png).decode("ascii")
         parts.append(f"<h3>{html.escape(figure.caption)}</h3><img alt='{html.escape(figure.caption)}' "
@@ -435,7 +460,13 @@ def markdown_report(runs: list[Run], rows: list[Row], figures: list[Figure], fol
     if warnings:
         lines += ["", "> **Not measured alike:**"] + [f"> - {w}" for w in warnings]
     lines += ["", "## Scores", "", "Mean over samples [95% CI]; Δ = paired difference to the first run [95% CI].", "",
-              markdown_table(runs, rows), "", "## Pictures", ""]
+              markdown_table(runs, rows), ""]
+    controls = control_lines(runs)
+    if controls:
+        lines += ["## No-needle control", ""]
+        lines += [f"- {'**warning:** ' if warning else ''}`{label}`: {text}" for label, text, warning in controls]
+        lines.append("")
+    lines += ["## Pictures", ""]
     for figure in figures:
         (folder / f"{figure.name}.png").write_bytes(figure.png)
         lines += [f"### {figure.caption}", "", f"![{figure.caption}]({link}/{figure.name}.png)", ""]

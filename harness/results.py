@@ -42,6 +42,12 @@ def read_json_file(path: Path) -> dict[str, Any]:
     return data
 
 
+def is_control(record: dict[str, Any]) -> bool:
+    """A control sample (meta `control: true`, e.g. a needle task's prompt without the needle): scored like the
+    others but kept out of its task's scores, and reported on its own."""
+    return (record.get("meta") or {}).get("control") is True
+
+
 def first_difference(old: Any, new: Any, path: str = "") -> tuple[str, Any, Any] | None:
     """The first (dotted key, old value, new value) where two settings trees differ (manifests, fingerprints)."""
     if isinstance(old, dict) and isinstance(new, dict):

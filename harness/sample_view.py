@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 from lceval.errors import UserError
+from lceval.results import is_control
 
 MAX_OUTPUT_CHARS = 2000  # longer outputs are cut for display (the run folder keeps them whole)
 
@@ -25,6 +26,8 @@ def parse_where(conditions: list[str]) -> dict[str, str]:
 
 
 def _matches(value: Any, wanted: str) -> bool:
+    if isinstance(value, bool):  # control=true
+        return str(value).lower() == wanted.lower()
     if str(value) == wanted:
         return True
     try:
@@ -36,7 +39,7 @@ def _matches(value: Any, wanted: str) -> bool:
 def select(records: list[dict[str, Any]], task: str | None = None, where: dict[str, str] | None = None,
            failed_only: bool = False) -> list[dict[str, Any]]:
     """The records of `task` (every task if None) whose meta holds every `where` value; with `failed_only`, those
-    whose first pass/fail score is below 1."""
+    that failed (`verdict`)."""
     where = where or {}
     tasks = {r["task"] for r in records}
     if task is not None and task not in tasks:
@@ -66,9 +69,32 @@ def headline(record: dict[str, Any]) -> tuple[str, float] | None:
     return None
 
 
-def failed(record: dict[str, Any]) -> bool:
+def verdict(record: dict[str, Any]) -> str:
+    """'pass', 'fail', or '' where no score is a number. The first score passes at 1; a control sample (no needle)
+    fails where it passes, since the model then answered what the prompt did not hold."""
     head = headline(record)
-    return head is not None and head[1] < 1
+    if head is None:
+        return ""
+    return "pass" if (head[1] >= 1) != is_control(record) else "fail"
+
+
+def failed(record: dict[str, Any]) -> bool:
+    return verdict(record) == "fail"
+
+
+def control_line(task_results: dict[str, Any]) -> tuple[str, bool] | None:
+    """One sentence on a task's no-needle controls (results' `control`), and whether it is a warning; None for a
+    task that is neither a grid (`cells`) nor has controls."""
+    control = task_results.get("control")
+    if not isinstance(control, dict):
+        return ("no-needle control: none in this run", False) if task_results.get("cells") else None
+    found, lengths = control.get("found_without_needle", 0), control.get("by_length") or {}
+    text = f"no-needle control: {found} of {len(lengths)} lengths answered without the needle"
+    if not found:
+        return text, False
+    named = ", ".join(str(n) for n in control.get("found_lengths") or [])
+    return (f"{text}: length {named} ({control.get('metric', 'the first metric')} passed with the needle left out; "
+            "the heatmap measures memory there, not retrieval)"), True
 
 
 def shorten(text: str | None, limit: int = MAX_OUTPUT_CHARS) -> str:

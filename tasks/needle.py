@@ -10,6 +10,10 @@ Scores: `key_facts`, the pass/fail one (every key fact of the needle, declared p
 the answer, case-insensitively: a paraphrase counts as found and a wrong fact as missed, as RULER scores by its
 keys); ROUGE-L F1 against the needle (the seed paper's); and `exact_phrase`, the strict secondary check that the
 preset's whole answer phrase appears verbatim (case-insensitively).
+
+Each length also has a no-needle control (`control-<length>`): the same haystack cut, description, question,
+target and scores with the needle left out. A model that "finds" the absent needle answers from memory, and the
+heatmap then measures memory, not retrieval; the controls are aggregated on their own (`control`).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from lceval.errors import UserError
 from lceval.metrics import all_found, rouge_l_f1, substring_match
 from lceval.prompting import encode
 from lceval.registry import tasks
+from lceval.results import is_control
 from lceval.settings import Count, Percent, parse_options, settings_class
 from lceval.task import PromptContext, Sample, Task
 from lceval.tasks.haystack import GENERATED, haystack_text
@@ -83,6 +88,9 @@ class NeedleOptions:
     chat_template: bool = True
     max_new_tokens: Count = 50
     training_length: Count | None = None
+    # One extra prompt per length without the needle (same cut, question, target and scores): a model that passes
+    # it answers from memory, not from the context.
+    control: bool = True
     key_seed: int = 0  # passkey: seed of the 5-digit key drawn for each cell ({key} in needle and answer)
     judge_url: str | None = None  # an OpenAI-compatible server that rates each answer with gkamradt's 1-10 rubric
     judge_model: str | None = None  # default: the one model the judge server serves
@@ -155,8 +163,19 @@ def insertion_point(budget: int, depth: float, starts: list[int]) -> int:
     return starts[bisect.bisect_right(starts, target) - 1]
 
 
+def whole_sentences(starts: list[int], budget: int) -> tuple[list[int], int]:
+    """The sentence starts of a context of at most `budget` haystack tokens, and its end (the context is
+    haystack[:end]): where the last sentence that fits ends, or the budget where no sentence mark falls within it."""
+    whole = starts[: bisect.bisect_right(starts, budget)]
+    return whole, whole[-1] if whole[-1] > 0 else budget
+
+
 def cell_id(length: int, depth: float) -> str:
     return f"L{length}-D{depth:g}"
+
+
+def control_id(length: int) -> str:
+    return f"control-{length}"
 
 
 @tasks.register("needle")
@@ -164,7 +183,7 @@ class NeedleTask(Task):
     """Needle in a haystack: length x depth grid, ROUGE-L and key-answer substring scores, heatmaps."""
 
     name = "needle"
-    version = "2"
+    version = "3"  # 3: a no-needle control per length
     options_class = NeedleOptions
     description = "Needle in a haystack over a length x depth grid (seed paper and gkamradt presets), with heatmaps."
     metrics: tuple[str, ...] = METRICS
@@ -270,11 +289,7 @@ class NeedleTask(Task):
         samples = []
         for (length, depth), target in cells.items():
             needle = needles[target["needle"]]
-            budget = length - fixed - len(needle)
-            # Whole sentences only: the context ends where the last sentence that fits ends (a haystack without
-            # sentence marks within the budget is cut at the budget).
-            whole = starts[: bisect.bisect_right(starts, budget)]
-            cut = whole[-1] if whole[-1] > 0 else budget  # the context is haystack[:cut]
+            whole, cut = whole_sentences(starts, length - fixed - len(needle))  # the context is haystack[:cut]
             pos = insertion_point(cut, depth, whole)
             prompt = turn.wrap(description, haystack[:pos], needle, haystack[pos:cut], question)
             meta = {
@@ -286,6 +301,15 @@ class NeedleTask(Task):
             }
             samples.append(Sample(cell_id(length, depth), prompt, opts.max_new_tokens, target, meta,
                                   excerpt=_excerpt(tok, haystack, cut, pos, needle, question, whole)))
+        if opts.control:
+            for length in self.lengths:
+                # The first depth's cell of the length: its target (a passkey's key) and its haystack cut.
+                target = cells[(length, self.depths[0])]
+                whole, cut = whole_sentences(starts, length - fixed - len(needles[target["needle"]]))
+                prompt = turn.wrap(description, haystack[:cut], question)
+                meta = {"length": length, "control": True, "prompt_tokens": len(prompt)}
+                samples.append(Sample(control_id(length), prompt, opts.max_new_tokens, target, meta,
+                                      excerpt=_excerpt(tok, haystack, cut, cut, [], question, whole)))
         return samples
 
     def score(self, sample: Sample, output: str) -> dict[str, float]:
@@ -328,7 +352,7 @@ class PasskeyTask(NeedleTask):
     """Passkey retrieval (Landmark Attention, LongLoRA): a 5-digit key in filler text, exact-key scoring."""
 
     name = "passkey"
-    version = "2"
+    version = "3"  # 3: a no-needle control per length
     description = "Passkey retrieval (Landmark/LongLoRA): a seeded 5-digit key in filler, length x depth grid."
     metrics = ("passkey_match",)
 
@@ -366,14 +390,40 @@ def _mean(values: list[float]) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
+def _means(group: list[dict[str, Any]], metrics: tuple[str, ...]) -> dict[str, float]:
+    """Each metric's mean over the group; a judge's missing rating (None) is left out."""
+    return {m: _mean([r["scores"][m] for r in group if r["scores"].get(m) is not None]) for m in metrics}
+
+
+def aggregate_controls(controls: list[dict[str, Any]], metrics: tuple[str, ...] = METRICS) -> dict[str, Any]:
+    """The no-needle controls: their scores per length, means, and the lengths whose control passes the first
+    (pass/fail) metric, i.e. where the model answered without the needle."""
+    by_length: dict[int, list[dict[str, Any]]] = {}
+    for record in controls:
+        by_length.setdefault(record["meta"]["length"], []).append(record)
+    found = [r for r in controls if (r["scores"].get(metrics[0]) or 0) >= 1]
+    return {
+        "n": len(controls),
+        "metric": metrics[0],
+        "metrics": _means(controls, metrics),
+        "by_length": {str(k): _means(v, metrics) for k, v in sorted(by_length.items())},
+        "found_without_needle": len(found),
+        "found_lengths": sorted({r["meta"]["length"] for r in found}),
+    }
+
+
 def aggregate_grid(records: list[dict[str, Any]], metrics: tuple[str, ...] = METRICS) -> dict[str, Any]:
-    """Means overall, per length, per depth and per cell, for every metric of a grid task."""
+    """Means overall, per length, per depth and per cell, for every metric of a grid task, over its cells; the
+    no-needle controls, if any, apart (`control`). `n_samples` counts both."""
+    controls = [r for r in records if is_control(r)]
+    held = len(records)
+    records = [r for r in records if not is_control(r)]
     cells: dict[tuple[int, float], list[dict[str, Any]]] = {}
     for record in records:
         cells.setdefault((record["meta"]["length"], record["meta"]["depth"]), []).append(record)
 
-    def means(group: list[dict[str, Any]]) -> dict[str, float]:  # a judge's missing rating (None) is left out
-        return {m: _mean([r["scores"][m] for r in group if r["scores"].get(m) is not None]) for m in metrics}
+    def means(group: list[dict[str, Any]]) -> dict[str, float]:
+        return _means(group, metrics)
 
     by_length: dict[int, list] = {}
     by_depth: dict[float, list] = {}
@@ -383,8 +433,8 @@ def aggregate_grid(records: list[dict[str, Any]], metrics: tuple[str, ...] = MET
     real: dict[int, list[int]] = {}
     for record in records:
         real.setdefault(record["meta"]["length"], []).append(record["meta"]["prompt_tokens"])
-    return {
-        "n_samples": len(records),
+    result = {
+        "n_samples": held,
         "metrics": means(records),
         # How far the real prompts (whole sentences, chat template included) fall short of each nominal length.
         "real_lengths": {str(k): {"min_tokens": min(v), "max_tokens": max(v), "mean_tokens": round(_mean(v), 1),
@@ -403,3 +453,6 @@ def aggregate_grid(records: list[dict[str, Any]], metrics: tuple[str, ...] = MET
             for (length, depth), group in sorted(cells.items())
         ],
     }
+    if controls:
+        result["control"] = aggregate_controls(controls, metrics)
+    return result

@@ -32,7 +32,7 @@ from lceval.errors import UserError
 from lceval.metrics import substring_match
 from lceval.prompting import encode
 from lceval.registry import tasks
-from lceval.settings import Count, parse_options, settings_class
+from lceval.settings import Count, NonNegativeInt, parse_options, settings_class
 from lceval.task import PromptContext, Sample, Task
 from lceval.tasks.benchmark_data import locate, numbered_rows
 from lceval.tasks.longbench_metrics import qa_f1_score
@@ -67,8 +67,10 @@ class TopicOptions:
     seed: int = 0
     source: Literal[GENERATED, LONGCHAT, LONGCHAT_CONVERSATIONS, FLAGEMBEDDING] = GENERATED
     data_dir: str | None = None  # the folder of the official files (file sources only)
-    min_exchanges: Count = 3  # generator: question-and-answer exchanges per conversation
-    max_exchanges: Count = 4
+    # generator: question-and-answer exchanges per conversation (0: only its opening and closing turns, for
+    # windows of a few hundred tokens)
+    min_exchanges: NonNegativeInt = 3
+    max_exchanges: NonNegativeInt = 4
     chat_template: bool = True
     max_new_tokens: Count = 50
 

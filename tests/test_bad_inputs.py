@@ -54,7 +54,7 @@ def finished_run(root) -> Path:
     assert code == 0
     run = root / "out" / RUN_ID
     assert json.loads((run / "manifest.json").read_text())["status"] == "complete"
-    assert len((run / "samples.jsonl").read_text().splitlines()) == 2
+    assert len((run / "samples.jsonl").read_text().splitlines()) == 3  # 2 cells and the no-needle control
     return run
 
 
@@ -764,7 +764,7 @@ def test_the_checked_models_still_run(finished_run):
 
 KILL_GRID = ["-o", "needle.lengths=[256,512,768,1024]", "-o", "needle.depths=[0,20,40,60,80,100]", "-o",
              "needle.max_new_tokens=48"]
-KILL_SAMPLES = 24
+KILL_SAMPLES = 4 * 6 + 4  # the cells and a no-needle control per length
 
 
 def _lceval_run(env: dict[str, str], out: Path, run_id: str) -> subprocess.Popen:

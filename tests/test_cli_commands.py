@@ -43,22 +43,23 @@ def small_run(tmp_path_factory, cli_env, lceval_cmd):
 
 def test_limited_run_then_full_run_completes_the_same_folder(small_run):
     run_dir, _, second = small_run
-    assert "2 samples already done, 4 to run" in second.stderr
+    assert "2 samples already done, 6 to run" in second.stderr  # 6 cells and a no-needle control per length
     records = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
-    assert len(records) == 6 and len({r["id"] for r in records}) == 6
+    assert len(records) == 8 and len({r["id"] for r in records}) == 8
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["status"] == "complete" and manifest["config"]["backend"] == "hf"
     assert manifest["model"]["spec"] == "lceval-demo" and len(manifest["model"]["sha256"]) == 64
     assert manifest["tasks"]["needle"]["settings"]["lengths"] == [256, 512]
     assert manifest["software"]["packages"]["rouge"] == "1.0.1"
     assert manifest["tokenizer"]["stop_token_ids"] and manifest["tokenizer"]["chat_template_sha256"]
-    assert "4/4" in second.stderr and "samples/s" in second.stderr and "eta" in second.stderr  # the progress bar
+    assert "6/6" in second.stderr and "samples/s" in second.stderr and "eta" in second.stderr  # the progress bar
 
 
 def test_show_prints_the_results_table(small_run, cli_env, lceval_cmd):
     run_dir, _, _ = small_run
     out = lceval(lceval_cmd, cli_env, "show", str(run_dir)).stdout
-    assert "rouge_l_f1" in out and "exact_phrase" in out and "6/6" in out and "length 512" in out
+    assert "rouge_l_f1" in out and "exact_phrase" in out and "8/8" in out and "length 512" in out
+    assert "needle no-needle control: " in out and " of 2 lengths answered without the needle" in out
 
 
 def test_heatmap_command_redraws_png_and_csv(small_run, cli_env, lceval_cmd):

@@ -88,7 +88,7 @@ def finished_run(env, demo_model, tmp_path_factory) -> Path:
     run_dir = out / RUN_ID
     for name in ("manifest.json", "samples.jsonl", "results.json"):
         assert (run_dir / name).exists(), name
-    assert len((run_dir / "samples.jsonl").read_text().splitlines()) == 2
+    assert len((run_dir / "samples.jsonl").read_text().splitlines()) == 3  # 2 cells and the no-needle control
     assert json.loads((run_dir / "manifest.json").read_text())["status"] == "complete"
     return run_dir
 

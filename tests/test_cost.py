@@ -11,7 +11,8 @@ import pytest
 from lceval import cost, runner
 from lceval.cli import run_cli
 
-# Two prompt-length buckets (<1K and 1K-2K), two samples in each, short answers.
+# Two prompt-length buckets (<1K and 1K-2K), three samples in each (two cells and the length's no-needle control),
+# short answers.
 GRID = ["-o", "needle.lengths=[256,1100]", "-o", "needle.depths=[0,100]", "-o", "needle.max_new_tokens=4"]
 
 
@@ -19,7 +20,7 @@ GRID = ["-o", "needle.lengths=[256,1100]", "-o", "needle.depths=[0,100]", "-o", 
 
 @pytest.fixture(scope="module")
 def resumed_run(tmp_path_factory, offline) -> Path:
-    """A run of 4 samples in two sessions: --limit 1, then the rest."""
+    """A run of 6 samples in two sessions: --limit 1, then the rest."""
     out = tmp_path_factory.mktemp("cost")
     common = ["run", "--backend", "hf", "--out", str(out), "--run-id", "c", *GRID]
     assert run_cli([*common, "--limit", "1"]) == 0
@@ -42,14 +43,14 @@ def test_cost_is_recorded_per_session_and_summed_over_a_resumed_run(resumed_run)
     total = json.loads((resumed_run / "results.json").read_text())["cost"]
     records = lines(resumed_run / "samples.jsonl")
     assert total["sessions"] == 2 and total["untimed_samples"] == 0
-    assert total["samples"] == len(records) == 4
+    assert total["samples"] == len(records) == 6
     assert total["prompt_tokens"] == sum(r["prompt_tokens"] for r in records)
     assert total["generated_tokens"] == sum(r["output_tokens"] for r in records) > 0
     assert total["engine_start_s"] > 0 and total["generation_s"] > 0 and total["tokens_per_s"] > 0
     assert list(total["by_length_bucket"]) == ["<1K", "1K-2K"]
     for label, part in total["by_length_bucket"].items():
         mine = [r for r in records if cost.length_bucket(r["prompt_tokens"]) == label]
-        assert part["samples"] == len(mine) == 2
+        assert part["samples"] == len(mine) == 3
         assert part["prompt_tokens"] == sum(r["prompt_tokens"] for r in mine)
         assert part["generated_tokens"] == sum(r["output_tokens"] for r in mine)
         assert part["seconds"] > 0 and part["tokens_per_s"] > 0
@@ -60,7 +61,7 @@ def test_cost_is_recorded_per_session_and_summed_over_a_resumed_run(resumed_run)
         {k: total[k] for k in ("samples", "prompt_tokens", "generated_tokens")}
 
     sessions = json.loads((resumed_run / "manifest.json").read_text())["sessions"]
-    assert [s["cost"]["samples"] for s in sessions] == [1, 3]
+    assert [s["cost"]["samples"] for s in sessions] == [1, 5]
     assert all(s["cost"]["engine_start_s"] > 0 and s["cost"]["tasks"]["needle"]["generation_s"] > 0 for s in sessions)
     assert sum(s["cost"]["prompt_tokens"] for s in sessions) == total["prompt_tokens"]
     assert sum(s["cost"]["engine_start_s"] for s in sessions) == pytest.approx(total["engine_start_s"], abs=0.002)
@@ -124,7 +125,7 @@ def test_dry_run_writes_nothing_and_prints_the_plan(resumed_run, tmp_path, capsy
     captured = capsys.readouterr()
     recorded = json.loads((resumed_run / "results.json").read_text())["cost"]
     plan = captured.out
-    assert "4 samples to run" in plan and "<1K" in plan and "1K-2K" in plan
+    assert "6 samples to run" in plan and "<1K" in plan and "1K-2K" in plan
     assert f"{recorded['prompt_tokens']:,}" in plan  # the same prompts a run builds
     for label, part in recorded["by_length_bucket"].items():
         assert f"{part['prompt_tokens']:,}" in plan, label
@@ -142,7 +143,7 @@ def test_dry_run_of_a_started_run_reads_but_never_repairs_it(resumed_run, tmp_pa
                     "--calibrate-from", str(resumed_run)])
     assert code == 0 and files_of(started) == before
     captured = capsys.readouterr()
-    assert "2 of 4 samples done" in captured.err and "2 samples to run" in captured.out
+    assert "2 of 6 samples done" in captured.err and "4 samples to run" in captured.out
     assert f"tokens/s recorded in {resumed_run}" in captured.out and "estimated time:" in captured.out
 
     code = run_cli(["run", "--backend", "hf", "--out", str(resumed_run.parent), "--run-id", "c", *GRID,
@@ -155,5 +156,5 @@ def test_dry_run_without_a_basis_prints_counts_only(tmp_path, offline, capsys, m
     code = run_cli(["run", "--backend", "hf", "--out", str(tmp_path / "out"), *GRID, "--dry-run"])
     assert code == 0 and not (tmp_path / "out").exists()
     plan = capsys.readouterr().out
-    assert "4 samples to run" in plan and "no estimate: the model's weights are" in plan
+    assert "6 samples to run" in plan and "no estimate: the model's weights are" in plan
     assert "--calibrate-from" in plan and "estimated time" not in plan

@@ -21,8 +21,9 @@ def ctx(demo_tokenizer):
 
 
 def build(ctx, **options):
+    """The task and its grid's cells (the no-needle controls are tested in test_needle_control.py)."""
     task = NeedleTask({"lengths": LENGTHS, "depths": DEPTHS, **options})
-    return task, task.build_samples(ctx)
+    return task, [s for s in task.build_samples(ctx) if not s.meta.get("control")]
 
 
 def find(haystack: list[int], needle: list[int]) -> int:

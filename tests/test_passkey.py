@@ -30,7 +30,7 @@ def test_default_grid_is_longlora_like():
 
 def test_prompt_is_completion_style_with_whole_sentences_and_a_seeded_key(samples, demo_tokenizer):
     bos = bos_ids(demo_tokenizer)
-    for sample in samples:
+    for sample in (s for s in samples if not s.meta.get("control")):
         assert len(sample.prompt_ids) == sample.meta["prompt_tokens"] <= sample.meta["length"]
         assert sample.prompt_ids[: len(bos)] == bos  # no chat template: completion style, as LongLoRA ran it
         key = sample.target["answer"]
@@ -72,5 +72,7 @@ def test_passkey_run_writes_results_and_a_heatmap(tmp_path, demo_model):
                     task_options={"passkey": {"lengths": [256, 512], "depths": [0, 100]}})
     run_dir = execute(cfg, Console(stderr=True))
     results = json.loads((run_dir / "results.json").read_text())["tasks"]["passkey"]
-    assert results["n_samples"] == 4 and set(results["metrics"]) == {"passkey_match"}
+    assert results["n_samples"] == 4 + 2 and set(results["metrics"]) == {"passkey_match"}  # and 2 controls
+    assert results["control"]["n"] == 2 and set(results["control"]["metrics"]) == {"passkey_match"}
+    assert [c["n"] for c in results["cells"]] == [1, 1, 1, 1]
     assert (run_dir / "passkey_heatmap_passkey_match.png").read_bytes()[:4] == b"\x89PNG"

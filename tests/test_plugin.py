@@ -331,8 +331,8 @@ def test_broken_plugin_does_not_break_builtin_run(env, tmp_path):
     assert proc.returncode == 0, output
     assert "Traceback" not in output
     results, _, records = _run_dir_contents(out / "n")
-    assert results["tasks"]["needle"]["n_samples"] == 2
-    assert len(records) == 2
+    assert results["tasks"]["needle"]["n_samples"] == 3  # 2 cells and the length's no-needle control
+    assert len(records) == 3
 
 
 @pytest.mark.parametrize(

@@ -44,7 +44,8 @@ def test_runner_on_a_lent_engine_writes_a_complete_run(vllm_backend, tmp_path, l
 
     run_dir = execute(cfg, Console(stderr=True), backend=vllm_backend)
     records = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
-    assert sorted(r["id"] for r in records) == sorted(f"L{n}-D{d}" for n in (256, 1024) for d in (0, 50, 100))
+    assert sorted(r["id"] for r in records) == sorted([f"L{n}-D{d}" for n in (256, 1024) for d in (0, 50, 100)]
+                                                      + ["control-256", "control-1024"])
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["backend"]["name"] == "vllm"
     assert manifest["backend"]["engine_args"]["max_model_len"] == 2048
@@ -111,7 +112,7 @@ def test_quickstart_command_picks_vllm_and_writes_the_heatmap(tmp_path, cli_env,
     assert "backend auto: using vllm." in proc.stderr
     run_dir = tmp_path / "q"
     results = json.loads((run_dir / "results.json").read_text())
-    assert results["tasks"]["needle"]["n_samples"] == 25
+    assert results["tasks"]["needle"]["n_samples"] == 25 + 5  # 5 x 5 cells, a no-needle control per length
     assert results["tasks"]["longbench"]["n_samples"] == results["tasks"]["longbench"]["n_expected"] == 63
     assert (run_dir / "needle_heatmap_rouge_l_f1.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (run_dir / "needle_heatmap_rouge_l_f1.csv").read_text().startswith("depth_percent,256,512,1024")

@@ -6,9 +6,12 @@ A data-mix file (YAML) lists sources; `path[N]` takes a seeded random subset of 
       - redpajama/train.jsonl[5000]     # {"text": ...}: language modelling, loss on every token
       - longalpaca/train.json           # {"instruction", "input"?, "output"}: loss on the answer only
       - gpt/one_detail_book.jsonl       # {"conversations": [{"role", "content"}, ...]}: loss on assistant turns
+      - keys.jsonl                      # {"prompt", "completion"}: no chat template, loss on the completion
+      - {generate: retrieval, samples: 20000, max_chars: 900, seed: 1}   # lceval data retrieval's records
 
 A source's kind comes from its records' fields, or from `kind:` when a source is written as a mapping
-(`{path: ..., kind: text|instruction|conversation}`). Files are JSON lists or JSON lines, relative to the
+(`{path: ..., kind: text|instruction|conversation|completion}`), and a generated source (`{generate: retrieval, ...}`
+with the settings of `lceval data retrieval`) is made in memory, the same records that command writes. Files are JSON lists or JSON lines, relative to the
 data-mix file (or to its `root:`). Instruction and conversation records go through the base model's chat
 template; the tokens of each assistant turn (its end-of-turn token included) carry labels, all else is -100.
 """
@@ -28,7 +31,7 @@ from lceval.errors import UserError
 from lceval.settings import Count, NonEmptyText, parse, settings_class
 
 IGNORE = -100
-Kind = Literal["text", "instruction", "conversation"]
+Kind = Literal["text", "instruction", "conversation", "completion"]
 KINDS = get_args(Kind)
 _COUNT = re.compile(r"^(?P<path>.*?)\[(?P<n>\d+)\]$")
 
@@ -38,6 +41,11 @@ class Source:
     path: Path
     count: int | None  # a seeded random subset of this many records; None: all
     kind: str | None  # None: from the records' fields
+    generate: Any = None  # a generated source: its lceval.training.retrieval.RetrievalSpec (path is its label)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
 
 
 @settings_class
@@ -53,6 +61,8 @@ def parse_source(entry: Any, root: Path, where: str) -> Source:
     """One `sources:` entry: `path[N]` or a mapping {path, count?, kind?}."""
     if isinstance(entry, str):
         entry = {"path": entry}
+    if isinstance(entry, dict) and "generate" in entry:
+        return generated_source(entry, where)
     if not isinstance(entry, dict) or "path" not in entry:
         raise UserError(f"data-mix {where} has a source that is neither a path nor a mapping with a path: {entry!r}.")
     data = dict(entry, path=str(entry["path"]).strip())
@@ -64,6 +74,19 @@ def parse_source(entry: Any, root: Path, where: str) -> Source:
                                               f"use {', '.join(known)}.")
     path = Path(source.path).expanduser()
     return Source(path if path.is_absolute() else root / path, source.count, source.kind)
+
+
+def generated_source(entry: dict[str, Any], where: str) -> Source:
+    """`{generate: retrieval, samples: N, ...}`: lceval data retrieval's records, made when the mix is read."""
+    from lceval.training.retrieval import RetrievalSpec
+
+    settings = {k: v for k, v in entry.items() if k != "generate"}
+    if entry["generate"] != "retrieval":
+        raise UserError(f"data-mix {where} asks to generate {entry['generate']!r}; the generator is `retrieval`.")
+    spec = parse(RetrievalSpec, settings, label=lambda key: f"data-mix {where} generate retrieval {key}",
+                 unknown=lambda key, known: f"data-mix {where} generated source has unknown key {key!r}; use "
+                                            f"{', '.join(known)}.")
+    return Source(Path(f"generated-retrieval-seed{spec.seed}"), None, None, spec)
 
 
 def load_mix(path: Path) -> list[Source]:
@@ -96,15 +119,41 @@ def read_records(path: Path) -> list[dict[str, Any]]:
     return records
 
 
+def source_records(source: Source, seed: int) -> list[dict[str, Any]]:
+    """The records a source gives: its file's (or its generator's), subset where it asks for one."""
+    if source.generate is not None:
+        from lceval.training.retrieval import generate
+
+        return list(generate(source.generate))
+    return subset(read_records(source.path), source.count, seed, source.path)
+
+
+def mix_texts(sources: list[Source], seed: int) -> list[str]:
+    """Every text of a mix's records (each turn of a conversation, prompt and completion): a tokenizer's corpus."""
+    texts = []
+    for source in sources:
+        for record in source_records(source, seed):
+            kind = source.kind or record_kind(record, source.path)
+            if kind == "text":
+                texts.append(str(record["text"]))
+            elif kind == "completion":
+                texts += [str(record["prompt"]), str(record["completion"])]
+            else:
+                texts += [m["content"] for m in to_messages(record, kind, source.path)]
+    return texts
+
+
 def record_kind(record: dict[str, Any], path: Path) -> str:
     if "conversations" in record:
         return "conversation"
     if "instruction" in record and "output" in record:
         return "instruction"
+    if "prompt" in record and "completion" in record:
+        return "completion"
     if "text" in record:
         return "text"
     raise UserError(f"data file {path} has a record with fields {sorted(record)[:5]}; a record needs text, "
-                    "instruction and output, or conversations.")
+                    "instruction and output, conversations, or prompt and completion.")
 
 
 def subset(records: list[dict[str, Any]], count: int | None, seed: int, path: Path) -> list[dict[str, Any]]:
@@ -174,6 +223,14 @@ def encode_plain_instruction(tokenizer, messages: list[dict[str, str]]) -> tuple
     return prompt + answer, [IGNORE] * len(prompt) + answer
 
 
+def encode_completion(tokenizer, prompt: str, completion: str) -> tuple[list[int], list[int]]:
+    """Completion style (no chat template, as the passkey task prompts): BOS + prompt, then the completion and EOS,
+    each tokenised on its own as a prompt and a generated continuation are; loss on the completion."""
+    ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+    answer = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    return ids + answer, [IGNORE] * len(ids) + answer
+
+
 def encode_text(tokenizer, text: str, max_length: int) -> tuple[list[int], list[int]]:
     """Language modelling: BOS + text (+ EOS when it fits), loss on every token."""
     ids = tokenizer(text, add_special_tokens=True)["input_ids"][:max_length]
@@ -201,19 +258,20 @@ def build_examples(tokenizer, sources: list[Source], *, max_length: int, overlon
     examples: list[dict[str, Any]] = []
     report = DataReport({}, 0, 0, 0)
     for source in sources:
-        records = subset(read_records(source.path), source.count, seed, source.path)
-        task = progress.add_task(f"tokenising {source.path.name}", total=len(records)) if progress else None
+        records = source_records(source, seed)
+        task = progress.add_task(f"tokenising {source.name}", total=len(records)) if progress else None
         kept = 0
         for record in records:
             kind = source.kind or record_kind(record, source.path)
             if kind == "text":
                 ids, labels = encode_text(tokenizer, str(record["text"]), max_length)
             else:
-                messages = to_messages(record, kind, source.path)
-                if chat_template and tokenizer.chat_template is not None:
-                    ids, labels = encode_chat(tokenizer, messages)
+                if kind == "completion":
+                    ids, labels = encode_completion(tokenizer, str(record["prompt"]), str(record["completion"]))
+                elif chat_template and tokenizer.chat_template is not None:
+                    ids, labels = encode_chat(tokenizer, to_messages(record, kind, source.path))
                 else:
-                    ids, labels = encode_plain_instruction(tokenizer, messages)
+                    ids, labels = encode_plain_instruction(tokenizer, to_messages(record, kind, source.path))
                 if len(ids) > max_length:
                     if overlong == "drop":
                         report.dropped_overlong += 1

@@ -94,6 +94,9 @@ class DataSection:
 
 @settings_class
 class TrainingSection:
+    # lora: train an adapter on the (quantised) base; full: train every weight of the base and save a whole
+    # checkpoint (a model trained from scratch, as lceval-mini's base); lora and quantization are then unused.
+    method: Literal["lora", "full"] = "lora"
     learning_rate: PositiveFloat = 5e-5
     lr_scheduler: str = "linear"
     warmup_steps: NonNegativeInt = 0
@@ -236,6 +239,9 @@ def validate(recipe: Recipe, where: str) -> None:
     if t.global_batch_size % t.per_device_batch_size:
         raise UserError(f"training.global_batch_size {t.global_batch_size} is not a multiple of "
                         f"training.per_device_batch_size {t.per_device_batch_size}.")
+    if t.method == "full" and recipe.quantization.load_in_4bit:
+        raise UserError("training.method full trains every weight, which 4-bit weights cannot be; set "
+                        "quantization.load_in_4bit false or training.method lora.")
     if t.eval_steps is not None and t.eval_samples < 1:
         raise UserError("training.eval_steps needs training.eval_samples (held-out samples) of at least 1.")
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -36,22 +37,39 @@ RESUMABLE_CHANGES = {("training", "save_steps"), ("training", "logging_steps"), 
 def base_model_path(recipe: Recipe) -> Path:
     """The base checkpoint folder: built offline for builtin:tiny-llama, else a local folder or a hub download."""
     if recipe.model.base == "builtin:tiny-llama":
-        from lceval.demo import build_tiny_llama, cache_dir
-
-        build = {"seed": 0, "window": 512, "rope_theta": 10000.0, **recipe.model.build}
-        unknown = sorted(set(build) - {"seed", "window", "rope_theta"})
-        if unknown:
-            raise UserError(f"model.build has unknown setting {unknown[0]!r}; builtin:tiny-llama takes seed, window "
-                            "and rope_theta.")
-        name = f"tiny-llama-seed{build['seed']}-w{build['window']}-theta{float(build['rope_theta']):g}"
-        path = cache_dir() / "training" / name
-        if not (path / "config.json").exists():
-            build_tiny_llama(path, seed=int(build["seed"]), window=int(build["window"]),
-                             rope_theta=float(build["rope_theta"]))
-        return path
+        return _tiny_llama(recipe)
     from lceval.model_files import resolve_model
 
-    return resolve_model(recipe.model.base, recipe.model.revision).path
+    base = recipe.model.base
+    relative = recipe.resolve(base)
+    if base.startswith((".", "..")) and relative.is_dir():  # ./ or ../: a folder beside the recipe
+        base = str(relative)
+    return resolve_model(base, recipe.model.revision).path
+
+
+def _tiny_llama(recipe: Recipe) -> Path:
+    """builtin:tiny-llama with `model.build`'s shape, cached by that shape (and by its tokenizer's corpus)."""
+    import hashlib
+
+    from lceval.demo import TinyLlama, build_tiny_llama, cache_dir
+    from lceval.settings import parse
+
+    build = parse(TinyLlama, {"window": 512, **recipe.model.build}, label=lambda key: f"model.build.{key}",
+                  where=lambda key: f" in recipe {recipe.source}",
+                  unknown=lambda key, known: f"model.build has unknown setting {key!r}; builtin:tiny-llama takes "
+                                             f"{', '.join(known)}.")
+    corpus = None
+    if build.tokenizer == "mix":
+        from lceval.training.data import load_mix, mix_texts
+
+        corpus = mix_texts(load_mix(recipe.resolve(recipe.data.mix)), recipe.data.seed)
+    shape = json.dumps(asdict(build), sort_keys=True)
+    digest = hashlib.sha256((shape + json.dumps(corpus)).encode()).hexdigest()[:12]
+    name = f"tiny-llama-seed{build.seed}-w{build.window}-theta{float(build.rope_theta):g}"
+    path = cache_dir() / "training" / f"{name}-{digest}"
+    if not (path / "config.json").exists():
+        build_tiny_llama(path, shape=build, corpus=corpus)
+    return path
 
 
 def rope_target(recipe: Recipe, config: Any) -> tuple[dict[str, Any] | None, int]:
@@ -66,7 +84,8 @@ def rope_target(recipe: Recipe, config: Any) -> tuple[dict[str, Any] | None, int
 
 
 def load_model(recipe: Recipe, base: Path, device_map: Any = None):
-    """The base model with the new RoPE, 4-bit where asked, with LoRA (and fully trained modules) attached."""
+    """The base model with the new RoPE, 4-bit where asked, with LoRA (and fully trained modules) attached; with
+    training.method full, the model itself with every weight trainable."""
     import torch
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoConfig, AutoModelForCausalLM, BitsAndBytesConfig
@@ -93,6 +112,8 @@ def load_model(recipe: Recipe, base: Path, device_map: Any = None):
     elif t.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing)
         model.enable_input_require_grads()
+    if t.method == "full":  # every weight trained (a model trained from scratch): no adapter
+        return model, params, window
     lora = LoraConfig(r=lo.rank, lora_alpha=lo.alpha, lora_dropout=lo.dropout, target_modules=list(lo.target_modules),
                       modules_to_save=list(lo.modules_to_save) or None, bias=lo.bias, task_type="CAUSAL_LM")
     model = get_peft_model(model, lora)
@@ -343,6 +364,7 @@ def train(recipe: Recipe, out: Path, console: Console) -> Path:
         from lceval.training import s2attn
 
         s2attn.disable(model, recipe.model.attn_implementation)
+    model.config.use_cache = True  # off for training only: the saved model generates with its cache
     trainer.save_model(str(out))
     if state.is_main_process:
         tokenizer.save_pretrained(out)
@@ -352,9 +374,10 @@ def train(recipe: Recipe, out: Path, console: Console) -> Path:
             "base_model": str(base),
             "base_model_spec": recipe.model.base,
             "rope": {"method": recipe.rope.method, "rope_parameters": params, "max_position_embeddings": window},
-            "lora": {"rank": recipe.lora.rank, "alpha": recipe.lora.alpha,
-                     "target_modules": list(recipe.lora.target_modules),
-                     "modules_to_save": list(recipe.lora.modules_to_save)},
+            "method": recipe.training.method,
+            "lora": None if recipe.training.method == "full" else {
+                "rank": recipe.lora.rank, "alpha": recipe.lora.alpha, "target_modules": list(recipe.lora.target_modules),
+                "modules_to_save": list(recipe.lora.modules_to_save)},
             "quantization": "4bit-" + recipe.quantization.quant_type if recipe.quantization.load_in_4bit else None,
             "s2attn": recipe.attention.s2attn,
             "max_length": recipe.data.max_length,

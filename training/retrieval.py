@@ -1,0 +1,260 @@
+"""`lceval data retrieval`: seeded synthetic retrieval data, the training data of lceval-mini.
+
+Three kinds of sample, each a fact buried in filler and asked for at the end, in the surface forms of the needle,
+passkey and topic tasks and in others (other needles, questions, descriptions and fillers, and distractor facts of
+the same shape), so that a model learns to retrieve rather than to recite:
+- needle: a chat turn (description, filler holding "The SUBJECT is VALUE." and distractors, a question on the
+  subject); the answer restates the needle sentence.
+- key: completion style, no chat template (as the passkey task): a numbered key under a name, asked for by name.
+- topic: LongChat's record of conversations on invented topics (the topic task's own prompt and conversation
+  generator); the answer is the first topic.
+- copy: a run of random words and numbers, then the same run again, as plain text with loss on every token: the
+  second run can only be predicted by looking back, which teaches a small model to copy (induction) early.
+Word lists and shapes are in training/data/retrieval.yaml. Every sample is checked against the evaluation data
+(`forbidden_strings`): no needle, question or key fact of the needle presets, no passkey filler sentence and no topic
+of the topic task's pool ever appears, so a model that answers them has read them in the prompt.
+
+Sizes are in characters (the tokenizer may not exist yet: lceval-mini's is trained on this data); a recipe's
+`data.max_length` drops what turns out too long in tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from collections.abc import Iterator
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lceval.errors import UserError
+from lceval.settings import Count, NonNegativeFloat, NonNegativeInt, Seed, settings_class
+
+KINDS = ("needle", "key", "topic", "copy")
+_SLOT = re.compile(r"\{(\w+)\}")
+
+
+@settings_class
+class RetrievalSpec:
+    """What `lceval data retrieval` and a data-mix `generate: retrieval` source make (each field's type is its range)."""
+
+    samples: Count = 1000
+    min_chars: Count = 200  # each sample's filler is drawn between these sizes, in characters
+    max_chars: Count = 1000
+    needle: NonNegativeFloat = 0.45  # the kinds' shares (normalised)
+    key: NonNegativeFloat = 0.3
+    topic: NonNegativeFloat = 0.25
+    copy: NonNegativeFloat = 0.0  # a run of random words said twice (language modelling: the second is a copy)
+    distractors: NonNegativeInt = 2  # at most this many other facts of the needle's shape in a needle sample
+    seed: Seed = 0
+
+
+@cache
+def vocabulary() -> dict[str, Any]:
+    text = resources.files("lceval.training").joinpath("data/retrieval.yaml").read_text(encoding="utf-8")
+    return yaml.safe_load(text)
+
+
+@cache
+def forbidden_strings() -> tuple[str, ...]:
+    """Evaluation text that training data must never hold: the needle presets' needles, questions and key facts,
+    the passkey filler's sentences, and the topic task's topics (as listed and lower-cased)."""
+    from lceval.tasks.haystack import NOISE_UNIT
+    from lceval.tasks.needle import presets
+    from lceval.tasks.topic import lower_first, topic_data
+
+    found: set[str] = set()
+    for preset in presets().values():
+        for key in ("needle", "question"):
+            text = str(preset.get(key) or "").strip()
+            if text:
+                found.add(text.split("{key}")[0].strip() if "{key}" in text else text)
+        found.update(str(f) for f in preset.get("facts") or [] if "{key}" not in str(f))
+    found.update(sentence.strip() + "." for sentence in NOISE_UNIT.split(".") if sentence.strip())
+    for topic in topic_data()["topics"]:
+        found.update((topic, lower_first(topic)))
+    return tuple(sorted(s for s in found if s))
+
+
+def leaks(text: str) -> list[str]:
+    """The evaluation strings that `text` holds (case-insensitively)."""
+    lowered = text.lower()
+    return [s for s in forbidden_strings() if s.lower() in lowered]
+
+
+class Writer:
+    """Fills the shapes of retrieval.yaml with one seeded random stream."""
+
+    def __init__(self, rng: random.Random):
+        self.rng = rng
+        self.vocab = vocabulary()
+
+    def name(self) -> str:
+        syllables = self.vocab["syllables"]
+        word = "".join(self.rng.choice(syllables) for _ in range(self.rng.randint(2, 3)))
+        return word.capitalize()
+
+    def fill(self, pattern: str, **given: str) -> str:
+        def slot(match: re.Match) -> str:
+            key = match.group(1)
+            if key in given:
+                return given[key]
+            if key == "name":
+                return self.name()
+            if key == "number":
+                return str(self.rng.randint(2, 99))
+            return str(self.rng.choice(self.vocab[key]))
+
+        return _SLOT.sub(slot, pattern)
+
+    def fact(self) -> tuple[str, str, str]:
+        """(subject, needle sentence, its verb) of one fact."""
+        subject = self.fill(self.rng.choice(self.vocab["subjects"]))
+        value = self.fill(self.rng.choice(self.vocab["values"]))
+        copula = self.rng.choice(self.vocab["copulas"])
+        return subject, f"The {subject} {copula} {value}.", copula
+
+    def filler(self, n_chars: int) -> list[str]:
+        """Whole sentences, at least n_chars characters in all: stories, repeated short sentences, or lceval's
+        generated haystack English under a seed of this stream (never the task's default seed 0)."""
+        style = self.rng.choice(("story", "short", "haystack"))
+        sentences: list[str] = []
+        size = 0
+        if style == "haystack":
+            from lceval.tasks.haystack import generated_text
+
+            text = generated_text(n_chars, seed=self.rng.randint(1000, 10**6))
+            sentences = re.findall(r"[^.!?]+[.!?]", text.replace("\n\n", " "))
+            return [s.strip() for s in sentences]
+        pool = self.vocab["short_sentences"] if style == "short" else None
+        unit = self.rng.sample(pool, self.rng.randint(3, 6)) if pool else None
+        while size < n_chars:
+            if unit:
+                sentence = unit[len(sentences) % len(unit)]
+            else:
+                sentence = self.fill(self.rng.choice(self.vocab["story_patterns"]))
+                sentence = sentence[0].upper() + sentence[1:]
+            sentences.append(sentence)
+            size += len(sentence) + 1
+        return sentences
+
+    def bury(self, sentences: list[str], inserts: list[str]) -> str:
+        """The filler with each insert placed between two sentences at a random depth."""
+        out = list(sentences)
+        for insert in inserts:
+            out.insert(self.rng.randint(0, len(out)), insert)
+        return " ".join(out)
+
+
+def needle_sample(w: Writer, n_chars: int, distractors: int) -> dict[str, Any]:
+    subject, needle, copula = w.fact()
+    others = [w.fact()[1] for _ in range(w.rng.randint(0, distractors))]
+    others = [o for o in others if subject not in o]
+    body = w.bury(w.filler(n_chars), [needle, *others])
+    question = w.fill(w.rng.choice(w.vocab["questions"]), subject=subject, copula=copula)
+    description = w.rng.choice(w.vocab["descriptions"])
+    messages = [{"role": "user", "content": f"{description}{body}{question}"},
+                {"role": "assistant", "content": needle}]
+    system = w.rng.choice(w.vocab["systems"])
+    if system:
+        messages.insert(0, {"role": "system", "content": system})
+    return {"conversations": messages, "task": "needle"}
+
+
+def key_sample(w: Writer, n_chars: int) -> dict[str, Any]:
+    names = w.rng.sample(w.vocab["key_names"], 2)
+    keys = [str(w.rng.randint(10 ** (d - 1), 10**d - 1)) for d in (w.rng.randint(4, 7), w.rng.randint(4, 7))]
+    line = w.rng.choice(w.vocab["key_lines"])
+    inserts = [line.format(key_name=names[0], key=keys[0]).strip()]
+    if w.rng.random() < 0.3:  # a second key under another name: the question names the one to give
+        inserts.append(line.format(key_name=names[1], key=keys[1]).strip())
+    body = w.bury(w.filler(n_chars), inserts)
+    description = w.rng.choice(w.vocab["descriptions"])
+    question = w.rng.choice(w.vocab["key_questions"]).format(key_name=names[0])
+    return {"prompt": f"{description}{body}{question}", "completion": f" {keys[0]}.", "task": "key"}
+
+
+def topic_sample(w: Writer, n_chars: int) -> dict[str, Any]:
+    from lceval.tasks.topic import generated_conversation, record_prompt
+
+    conversations: list[str] = []
+    topics: list[str] = []
+    size = 0
+    while not conversations or size < n_chars:
+        topic = w.fill(w.rng.choice(w.vocab["topics"]))
+        if topic in topics:
+            continue
+        text = generated_conversation(topic, w.rng.randint(0, 10**6), 0, w.rng.randint(0, 2))
+        topics.append(topic)
+        conversations.append(text)
+        size += len(text)
+    messages = [{"role": "user", "content": record_prompt(conversations)},
+                {"role": "assistant", "content": topics[0]}]
+    return {"conversations": messages, "task": "topic"}
+
+
+def copy_sample(w: Writer, n_chars: int) -> dict[str, Any]:
+    words: list[str] = []
+    pools = [k for k in ("noun", "object", "thing", "place", "role", "animal", "food", "colour", "item", "gerund")]
+    while sum(len(x) + 1 for x in words) < max(n_chars // 2, 20):
+        roll = w.rng.random()
+        words.append(w.name() if roll < 0.4 else str(w.rng.randint(0, 99999)) if roll < 0.55
+                     else w.rng.choice(w.vocab[w.rng.choice(pools)]))
+    run = " ".join(words)
+    return {"text": f"{run}. {run}.", "task": "copy"}
+
+
+def _text(record: dict[str, Any]) -> str:
+    if "conversations" in record:
+        return "\n".join(m["content"] for m in record["conversations"])
+    if "text" in record:
+        return record["text"]
+    return record["prompt"] + record["completion"]
+
+
+def generate(spec: RetrievalSpec) -> Iterator[dict[str, Any]]:
+    """`spec.samples` records, the same for the same spec on every machine; a draw that would hold evaluation
+    text (see `leaks`) is drawn again."""
+    if spec.min_chars > spec.max_chars:
+        raise UserError(f"min_chars {spec.min_chars} is above max_chars {spec.max_chars}; swap them.")
+    weights = [spec.needle, spec.key, spec.topic, spec.copy]
+    if sum(weights) <= 0:
+        raise UserError("the shares of needle, key, topic and copy samples are all 0; give at least one a share.")
+    rng = random.Random(f"retrieval/{spec.seed}")
+    writer = Writer(rng)
+    made = 0
+    while made < spec.samples:
+        kind = rng.choices(KINDS, weights)[0]
+        n_chars = rng.randint(spec.min_chars, spec.max_chars)
+        if kind == "needle":
+            record = needle_sample(writer, n_chars, spec.distractors)
+        elif kind == "key":
+            record = key_sample(writer, n_chars)
+        elif kind == "topic":
+            record = topic_sample(writer, n_chars)
+        else:
+            record = copy_sample(writer, n_chars)
+        if leaks(_text(record)):
+            continue
+        made += 1
+        yield record
+
+
+def write(spec: RetrievalSpec, out: Path, progress=None) -> int:
+    """The records as JSON lines in `out` (written whole to a temporary file, then renamed); their count."""
+    from lceval import files
+
+    files.ensure_dir(out.parent, "--output")
+    staging = out.with_name(f".{out.name}.partial")
+    task = progress.add_task("generating", total=spec.samples) if progress else None
+    with staging.open("w", encoding="utf-8") as handle:
+        for record in generate(spec):
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+            if progress:
+                progress.advance(task)
+    staging.replace(out)
+    return spec.samples
