@@ -255,5 +255,9 @@ def command_settings(command: str) -> type | None:
         from lceval.config import RunConfig
 
         return RunConfig
+    if command == "retrieval":
+        from lceval.training.retrieval import RetrievalSpec
+
+        return RetrievalSpec
     return {"compare": CompareFlags, "score": ScoreFlags, "heatmap": HeatmapFlags, "export": ExportFlags,
             "synth": SynthFlags}.get(command)

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from lceval.settings import ExportFlags, SynthFlags, allowed
+from lceval.training.retrieval import RetrievalSpec
 
 
 def _h(text: str, cls: type, name: str) -> str:
@@ -62,7 +63,8 @@ def register(app: typer.Typer) -> None:
         path = merge_adapter(adapter, output_dir, dtype=dtype, base=base)
         console.print(f"merged checkpoint: {path}")
 
-    data = typer.Typer(no_args_is_help=True, help="Training data: synthesis.")
+    data = typer.Typer(no_args_is_help=True, help="Training data: synthesis with a teacher, and generated retrieval "
+                                                  "samples.")
     app.add_typer(data, name="data")
 
     @data.command("synth")
@@ -100,3 +102,37 @@ def register(app: typer.Typer) -> None:
                           structured=structured, limit=checked.limit, console=console)
         console.print(f"synth: {stats['sent']} answered ({stats['parsed']} parsed, {stats['unparsed']} not), "
                       f"{stats['skipped_done']} done before; conversations {stats['conversations']} in {output_dir}")
+
+    @data.command("retrieval")
+    def retrieval(
+        output: Annotated[Path, typer.Option(help="JSON-lines file to write (replaced whole when done).")],
+        samples: Annotated[int, typer.Option(help=_h("Samples to write.", RetrievalSpec, "samples"))] = 1000,
+        min_chars: Annotated[int, typer.Option(help=_h("Smallest filler, in characters.", RetrievalSpec,
+                                                       "min_chars"))] = 200,
+        max_chars: Annotated[int, typer.Option(help=_h("Largest filler, in characters (about 3 a token).",
+                                                       RetrievalSpec, "max_chars"))] = 1000,
+        needle: Annotated[float, typer.Option(help=_h("Share of needle samples (chat).", RetrievalSpec,
+                                                      "needle"))] = 0.45,
+        key: Annotated[float, typer.Option(help=_h("Share of key samples (completion).", RetrievalSpec, "key"))]
+        = 0.3,
+        topic: Annotated[float, typer.Option(help=_h("Share of first-topic samples (chat).", RetrievalSpec,
+                                                     "topic"))] = 0.25,
+        copy: Annotated[float, typer.Option(help=_h("Share of said-twice word runs (plain text).", RetrievalSpec,
+                                                    "copy"))] = 0.0,
+        distractors: Annotated[int, typer.Option(help=_h("Most other facts beside a needle.", RetrievalSpec,
+                                                         "distractors"))] = 2,
+        seed: Annotated[int, typer.Option(help=_h("Seed: the same seed and settings give the same file.",
+                                                  RetrievalSpec, "seed"))] = 0,
+    ) -> None:
+        """Write seeded synthetic retrieval samples (needles, keys, first topics) that hold no evaluation text."""
+        from lceval import files
+        from lceval.progress import sample_progress
+        from lceval.settings import flags
+        from lceval.training.retrieval import write
+
+        spec = flags(RetrievalSpec, samples=samples, min_chars=min_chars, max_chars=max_chars, needle=needle,
+                     key=key, topic=topic, copy=copy, distractors=distractors, seed=seed)
+        files.check_output_file(output, "--output")
+        with sample_progress(console) as progress:
+            count = write(spec, output, progress)
+        console.print(f"retrieval data: {count} samples in {output}")

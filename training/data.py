@@ -10,8 +10,9 @@ A data-mix file (YAML) lists sources; `path[N]` takes a seeded random subset of 
       - {generate: retrieval, samples: 20000, max_chars: 900, seed: 1}   # lceval data retrieval's records
 
 A source's kind comes from its records' fields, or from `kind:` when a source is written as a mapping
-(`{path: ..., kind: text|instruction|conversation|completion}`), and a generated source (`{generate: retrieval, ...}`
-with the settings of `lceval data retrieval`) is made in memory, the same records that command writes. Files are JSON lists or JSON lines, relative to the
+(`{path: ..., kind: text|instruction|conversation|completion}`), and a generated source
+(`{generate: retrieval, ...}` with the settings of `lceval data retrieval`) is made in memory, the same records
+that command writes. Files are JSON lists or JSON lines, relative to the
 data-mix file (or to its `root:`). Instruction and conversation records go through the base model's chat
 template; the tokens of each assistant turn (its end-of-turn token included) carry labels, all else is -100.
 """

@@ -8,8 +8,8 @@ the same shape), so that a model learns to retrieve rather than to recite:
 - key: completion style, no chat template (as the passkey task): a numbered key under a name, asked for by name.
 - topic: LongChat's record of conversations on invented topics (the topic task's own prompt and conversation
   generator); the answer is the first topic.
-- copy: a run of random words and numbers, then the same run again, as plain text with loss on every token: the
-  second run can only be predicted by looking back, which teaches a small model to copy (induction) early.
+- copy: a run of distinct words, then the same run again as the completion: the second run can only be predicted
+  by looking back, which teaches a small model to copy (an induction head) early.
 Word lists and shapes are in training/data/retrieval.yaml. Every sample is checked against the evaluation data
 (`forbidden_strings`): no needle, question or key fact of the needle presets, no passkey filler sentence and no topic
 of the topic task's pool ever appears, so a model that answers them has read them in the prompt.
@@ -40,7 +40,7 @@ _SLOT = re.compile(r"\{(\w+)\}")
 
 @settings_class
 class RetrievalSpec:
-    """What `lceval data retrieval` and a data-mix `generate: retrieval` source make (each field's type is its range)."""
+    """What `lceval data retrieval` and a data-mix `generate: retrieval` source make (a field's type: its range)."""
 
     samples: Count = 1000
     min_chars: Count = 200  # each sample's filler is drawn between these sizes, in characters
@@ -48,7 +48,7 @@ class RetrievalSpec:
     needle: NonNegativeFloat = 0.45  # the kinds' shares (normalised)
     key: NonNegativeFloat = 0.3
     topic: NonNegativeFloat = 0.25
-    copy: NonNegativeFloat = 0.0  # a run of random words said twice (language modelling: the second is a copy)
+    copy: NonNegativeFloat = 0.0  # a run of distinct words said twice (loss on the second: a copy)
     distractors: NonNegativeInt = 2  # at most this many other facts of the needle's shape in a needle sample
     seed: Seed = 0
 
@@ -198,21 +198,26 @@ def topic_sample(w: Writer, n_chars: int) -> dict[str, Any]:
 
 
 def copy_sample(w: Writer, n_chars: int) -> dict[str, Any]:
-    words: list[str] = []
-    pools = [k for k in ("noun", "object", "thing", "place", "role", "animal", "food", "colour", "item", "gerund")]
-    while sum(len(x) + 1 for x in words) < max(n_chars // 2, 20):
-        roll = w.rng.random()
-        words.append(w.name() if roll < 0.4 else str(w.rng.randint(0, 99999)) if roll < 0.55
-                     else w.rng.choice(w.vocab[w.rng.choice(pools)]))
+    """Distinct words said once as the prompt and again as the completion: with every word once in the run, the
+    word after the current one is found by looking back one step (how induction forms), then longer runs and
+    invented names ask for more."""
+    pool = sorted({word for key in COPY_WORDS for word in w.vocab[key]})
+    n_words = min(len(pool), max(4, n_chars // 16))
+    words = w.rng.sample(pool, n_words)
+    for i in range(len(words)):
+        if w.rng.random() < 0.1:
+            words[i] = w.name()
     run = " ".join(words)
-    return {"text": f"{run}. {run}.", "task": "copy"}
+    return {"prompt": f"{run}.", "completion": f" {run}.", "task": "copy"}
+
+
+COPY_WORDS = ("noun", "object", "thing", "place", "role", "animal", "food", "colour", "item", "gerund", "gerund2",
+              "verb", "superlative", "weather", "daytime")
 
 
 def _text(record: dict[str, Any]) -> str:
     if "conversations" in record:
         return "\n".join(m["content"] for m in record["conversations"])
-    if "text" in record:
-        return record["text"]
     return record["prompt"] + record["completion"]
 
 
@@ -246,9 +251,6 @@ def generate(spec: RetrievalSpec) -> Iterator[dict[str, Any]]:
 
 def write(spec: RetrievalSpec, out: Path, progress=None) -> int:
     """The records as JSON lines in `out` (written whole to a temporary file, then renamed); their count."""
-    from lceval import files
-
-    files.ensure_dir(out.parent, "--output")
     staging = out.with_name(f".{out.name}.partial")
     task = progress.add_task("generating", total=spec.samples) if progress else None
     with staging.open("w", encoding="utf-8") as handle:

@@ -376,7 +376,8 @@ def train(recipe: Recipe, out: Path, console: Console) -> Path:
             "rope": {"method": recipe.rope.method, "rope_parameters": params, "max_position_embeddings": window},
             "method": recipe.training.method,
             "lora": None if recipe.training.method == "full" else {
-                "rank": recipe.lora.rank, "alpha": recipe.lora.alpha, "target_modules": list(recipe.lora.target_modules),
+                "rank": recipe.lora.rank, "alpha": recipe.lora.alpha,
+                "target_modules": list(recipe.lora.target_modules),
                 "modules_to_save": list(recipe.lora.modules_to_save)},
             "quantization": "4bit-" + recipe.quantization.quant_type if recipe.quantization.load_in_4bit else None,
             "s2attn": recipe.attention.s2attn,

@@ -1,0 +1,116 @@
+"""lceval data retrieval: seeded, in the tasks' surface forms, and free of every evaluation needle, question, key
+fact, passkey filler sentence and topic (the no-leak guarantee of lceval-mini's training data). No model needed."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lceval.cli import run_cli
+from lceval.tasks.haystack import NOISE_UNIT
+from lceval.tasks.needle import presets
+from lceval.tasks.topic import topic_data
+from lceval.training.data import load_mix, mix_texts, source_records
+from lceval.training.retrieval import RetrievalSpec, forbidden_strings, generate, leaks
+
+ROOT = Path(__file__).resolve().parents[1]
+MINI_MIXES = sorted((ROOT / "recipes" / "mini" / "data").glob("*.yaml"))
+
+
+def test_the_forbidden_list_holds_the_evaluation_text():
+    forbidden = forbidden_strings()
+    for name in ("seed-paper", "gkamradt"):
+        preset = presets()[name]
+        assert preset["needle"].strip() in forbidden and preset["question"].strip() in forbidden
+        assert set(preset["facts"]) <= set(forbidden)
+    assert "What is the pass key? The pass key is" in forbidden and "The pass key is" in forbidden
+    for sentence in ("The grass is green.", "The sky is blue.", "The sun is yellow.", "Here we go.",
+                     "There and back again."):
+        assert sentence in forbidden and sentence in NOISE_UNIT
+    assert set(topic_data()["topics"]) <= set(forbidden)
+    assert leaks("... the Sky is blue. ...") == ["The sky is blue."]  # case-insensitive
+
+
+@pytest.mark.parametrize("mix", MINI_MIXES, ids=lambda p: p.stem)
+def test_the_mini_recipes_training_data_holds_no_evaluation_text(mix):
+    """Every record of each lceval-mini data mix (its generated sources as the recipe makes them, the first 3,000
+    records of each) is clear of the evaluation strings."""
+    sources = load_mix(mix)
+    assert sources and all(s.generate is not None for s in sources)
+    for source in sources:
+        sample = replace(source, generate=replace(source.generate, samples=3000))
+        records = source_records(sample, 0)
+        assert len(records) == 3000
+        text = "\n".join(mix_texts([sample], 0))
+        assert leaks(text) == []
+
+
+def test_the_same_seed_gives_the_same_records_and_another_seed_others():
+    spec = RetrievalSpec(samples=50, copy=0.2, seed=7)
+    assert list(generate(spec)) == list(generate(spec))
+    assert list(generate(RetrievalSpec(samples=50, copy=0.2, seed=8))) != list(generate(spec))
+
+
+def test_each_kind_asks_for_what_its_prompt_holds():
+    records = list(generate(RetrievalSpec(samples=400, copy=0.15, seed=3)))
+    kinds = {r["task"] for r in records}
+    assert kinds == {"needle", "key", "topic", "copy"}
+    for record in records:
+        if record["task"] == "needle":
+            user, answer = record["conversations"][-2]["content"], record["conversations"][-1]["content"]
+            assert answer in user  # the answer restates the buried needle sentence
+            subject = re.match(r"The (.+?) (is|was) ", answer).group(1)
+            assert subject in user.rsplit("\n", 2)[-2] or subject in user[-300:]  # the question names its subject
+        elif record["task"] == "key":
+            key = record["completion"].strip(" .")
+            assert key.isdigit() and f" {key}." in record["prompt"] and "pass key" not in record["prompt"]
+        elif record["task"] == "topic":
+            user, topic = record["conversations"][0]["content"], record["conversations"][1]["content"]
+            first = re.search(r"USER: I would like to discuss the topic of (.+?)\.", user).group(1)
+            assert first.lower() == topic.lower() and "What is the first topic we discussed?" in user
+        else:
+            words = record["prompt"].rstrip(".").split()
+            assert record["completion"] == " " + record["prompt"] and len(set(words)) == len(words)
+
+
+def test_filler_sizes_follow_the_spec():
+    short = [len(json.dumps(r)) for r in generate(RetrievalSpec(samples=100, min_chars=50, max_chars=100, seed=1,
+                                                                  topic=0.0))]
+    long = [len(json.dumps(r)) for r in generate(RetrievalSpec(samples=100, min_chars=3000, max_chars=4000, seed=1,
+                                                                 topic=0.0))]
+    assert max(short) < 1500 and min(long) > 3000
+
+
+def test_the_command_writes_the_records_and_refuses_bad_settings(tmp_path, capsys):
+    out = tmp_path / "retrieval.jsonl"
+    assert run_cli(["data", "retrieval", "--output", str(out), "--samples", "30", "--seed", "4"]) == 0
+    lines = out.read_text().splitlines()
+    assert [json.loads(line) for line in lines] == list(generate(RetrievalSpec(samples=30, seed=4)))
+    capsys.readouterr()
+    for argv, words in ((["--samples", "0"], "--samples 0 must be a whole number, 1 or more"),
+                        (["--copy", "-1"], "--copy -1.0 must be a number, 0 or more"),
+                        (["--min-chars", "500", "--max-chars", "100"], "min_chars 500 is above max_chars 100")):
+        assert run_cli(["data", "retrieval", "--output", str(out), *argv]) == 2
+        err = capsys.readouterr().err
+        assert words in err and err.count("error:") == 1 and "Traceback" not in err
+        assert out.read_text().splitlines() == lines  # nothing already written is lost
+
+
+def test_a_data_mix_names_the_generator_and_checks_its_settings(tmp_path):
+    from lceval.errors import UserError
+
+    mix = tmp_path / "mix.yaml"
+    mix.write_text(yaml.safe_dump({"sources": [{"generate": "retrieval", "samples": 5, "seed": 2}]}))
+    (source,) = load_mix(mix)
+    assert source_records(source, 0) == list(generate(RetrievalSpec(samples=5, seed=2)))
+    mix.write_text(yaml.safe_dump({"sources": [{"generate": "retrieval", "sampels": 5}]}))
+    with pytest.raises(UserError, match="unknown key 'sampels'"):
+        load_mix(mix)
+    mix.write_text(yaml.safe_dump({"sources": [{"generate": "poems"}]}))
+    with pytest.raises(UserError, match="the generator is `retrieval`"):
+        load_mix(mix)
