@@ -43,7 +43,7 @@ def stages(tmp_path_factory, lceval_cmd, cli_env) -> dict[str, Path]:
 def test_the_base_is_a_whole_model_trained_from_scratch_with_its_own_tokenizer(stages):
     base = stages["base"]
     losses = _losses(base)
-    assert len(losses) == 40 and sum(losses[-5:]) / 5 < 0.6 * sum(losses[:5]) / 5, losses
+    assert len(losses) == 40 and sum(losses[-5:]) / 5 < 0.75 * sum(losses[:5]) / 5, losses
     record = json.loads((base / "lceval_training.json").read_text())
     assert record["method"] == "full" and record["lora"] is None and record["base_model_spec"] == "builtin:tiny-llama"
     config = json.loads((base / "config.json").read_text())
@@ -54,7 +54,7 @@ def test_the_base_is_a_whole_model_trained_from_scratch_with_its_own_tokenizer(s
     tokenizer = AutoTokenizer.from_pretrained(base)
     assert len(tokenizer) == 1024
     assert tokenizer.tokenize("12345") == ["1", "2", "3", "4", "5"]  # one token per digit
-    assert tokenizer.tokenize(" lantern")[0] == "Ġlantern"  # a word of the training data is one token
+    assert tokenizer.tokenize(" topic") == ["Ġtopic"]  # a word every topic sample holds is one token
 
 
 @pytest.mark.slow
