@@ -14,6 +14,7 @@ from rich.table import Table
 
 from lceval.config import RunConfig
 from lceval.errors import UserError
+from lceval.models import DEFAULT_MODEL
 from lceval.settings import HeatmapFlags, allowed
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -28,7 +29,8 @@ def _h(text: str, name: str) -> str:
 
 @app.command()
 def run(
-    model: Annotated[str | None, typer.Option(help="Local checkpoint folder or hub id; default: demo model.")] = None,
+    model: Annotated[str | None, typer.Option(help="Local checkpoint folder, hub id, GGUF file, or a name from "
+                                                   f"`lceval models`; default: {DEFAULT_MODEL}.")] = None,
     adapter: Annotated[str | None, typer.Option(help="PEFT adapter folder to apply to the model (--backend openai: "
                                                      "or a served LoRA module name).")] = None,
     revision: Annotated[str | None, typer.Option(help="Hub revision of --model.")] = None,
@@ -196,15 +198,13 @@ def _print_task_options(name: str) -> None:
 @app.command("models")
 def list_models() -> None:
     """List the models lceval knows by name (--model NAME), whether each is installed, and how to install it."""
-    from lceval.models import DEFAULT_MODEL, NAMED_MODELS
+    from lceval.models import NAMED_MODELS
 
     table = Table("name", "installed", "what it is", "to install")
     for model in NAMED_MODELS.values():
-        default = model.name == DEFAULT_MODEL  # built on first use: nothing to look for
-        path = None if default else model.locate()
-        installed = "yes" if default or path else "[red]no[/]"
-        table.add_row(f"{model.name} (default)" if default else model.name, installed, model.description,
-                      escape(model.install))
+        installed = "yes" if model.built or model.locate() else "[red]no[/]"  # built: nothing to look for
+        name = f"{model.name} (default)" if model.name == DEFAULT_MODEL else model.name
+        table.add_row(name, installed, model.description, escape(model.install))
     _stdout().print(table)
 
 

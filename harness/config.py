@@ -42,7 +42,7 @@ Tasks = Annotated[list[str], BeforeValidator(split_commas), AfterValidator(_some
 class RunConfig:
     """The settings of `lceval run`: each field's type is its range, checked before any work (lceval.settings)."""
 
-    model: str | None = None  # a local folder or hub id; None runs the embedded demo model (lceval.demo)
+    model: str | None = None  # a local folder, hub id, GGUF file or model name; None: lceval.models.DEFAULT_MODEL
     adapter: str | None = None
     revision: str | None = None
     tasks: Tasks = field(default_factory=lambda: ["needle"])

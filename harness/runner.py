@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,17 @@ class Plan:
     all_ids: dict[str, set[str]]  # every sample of each task (what a complete run holds)
     run: RunFolder
     manifest: dict[str, Any]
+
+
+def model_run_defaults(cfg: RunConfig, named: NamedModel | None) -> dict[str, Any]:
+    """The named model's run defaults for the settings the user left unset (None), by flag or config file.
+
+    None apply with --adapter: an adapter's training record brings its own RoPE and window (adapter_rope), which a
+    model's default --rope-theta would override.
+    """
+    if named is None or cfg.adapter:
+        return {}
+    return {key: value for key, value in named.run_defaults.items() if getattr(cfg, key) is None}
 
 
 def _make_tasks(cfg: RunConfig, named: NamedModel | None) -> list[Task]:
@@ -108,7 +119,10 @@ def plan(cfg: RunConfig, console: Console, write: bool = True) -> Plan:
 
     `write=False` (--dry-run): the run folder is neither created nor probed; nothing under --out is touched.
     """
-    named = named_model(cfg.model or DEFAULT_MODEL)
+    spec = cfg.model or DEFAULT_MODEL
+    named = named_model(spec)
+    run_defaults = model_run_defaults(cfg, named)
+    cfg = replace(cfg, **run_defaults)  # the settings as run, and as the manifest records them
     tasks = _make_tasks(cfg, named)
     if cfg.backend != "auto":
         registry.backends.get(cfg.backend)  # an unknown backend fails here, naming the known ones
@@ -119,7 +133,7 @@ def plan(cfg: RunConfig, console: Console, write: bool = True) -> Plan:
         if given:
             raise UserError(f"{given[0]} applies to --backend openai, not {cfg.backend}; drop it or pass "
                             "--backend openai.")
-    model = resolve_model(cfg.model or DEFAULT_MODEL, cfg.revision)
+    model = resolve_model(spec, cfg.revision)
     # Its code (auto_map), architecture and weights, before any engine loads it.
     check_model(model.path, model.spec, cfg.backend, cfg.trust_remote_code)
     adapter = read_adapter(cfg.adapter) if cfg.adapter and not served_only_adapter(cfg) else None
@@ -182,6 +196,7 @@ def plan(cfg: RunConfig, console: Console, write: bool = True) -> Plan:
                       "chat_template_sha256": hash_text(getattr(tokenizer, "chat_template", None)),
                       "stop_token_ids": stops, "class": type(tokenizer).__name__},
         "config": cfg.to_dict(),
+        "run_defaults": run_defaults,  # the settings of `config` that the named model supplied (lceval.models)
         "tasks": {t.name: {"version": t.version, "settings": t.settings(), "n_samples": len(all_ids[t.name])}
                   for t in tasks},
         "fingerprint": fingerprint,
@@ -223,6 +238,7 @@ def open_backend(requested: str, settings: BackendSettings, console: Console) ->
 def execute(cfg: RunConfig, console: Console, backend: Backend | None = None) -> Path:
     """Run (or continue) a run; returns its folder. A caller may lend an open backend (kept open after)."""
     p = plan(cfg, console)
+    cfg = p.config  # the settings as run: a named model's run defaults applied
     run = p.run
     removed = run.repair_samples()
     if removed:
@@ -237,7 +253,7 @@ def execute(cfg: RunConfig, console: Console, backend: Backend | None = None) ->
     session = {"started_at": now(), "samples_run": 0}
     p.manifest["sessions"].append(session)
     if todo:
-        settings = _backend_settings(cfg, p)
+        settings = _backend_settings(p)
         lent = backend is not None
         started = time.monotonic()
         try:
@@ -293,7 +309,9 @@ def _todo(p: Plan, records: list[dict[str, Any]]) -> list[tuple[Task, Sample]]:
     return todo
 
 
-def _backend_settings(cfg: RunConfig, p: Plan) -> BackendSettings:
+def _backend_settings(p: Plan) -> BackendSettings:
+    """The backend's settings from the plan's (a named model's run defaults applied)."""
+    cfg = p.config
     return BackendSettings(
         model_path=p.model.path, max_length=p.max_length,
         adapter_path=p.adapter.path if p.adapter else None, adapter_rank=p.adapter.rank if p.adapter else None,
@@ -397,6 +415,7 @@ def dry_run(cfg: RunConfig, console: Console, calibrate_from: Path | None = None
     """
     recorded = _read_cost(calibrate_from) if calibrate_from is not None else None  # refused before any work
     p = plan(cfg, console, write=False)
+    cfg = p.config  # the settings as run: a named model's run defaults applied
     previous = (p.manifest.get("backend") or {}).get("name")
     if previous and cfg.backend not in ("auto", previous):  # as the run would refuse it
         raise UserError(f"run {p.run.path} was run on backend {previous}, not {cfg.backend}; "
@@ -493,7 +512,7 @@ def _calibrate(cfg: RunConfig, p: Plan, todo: list[tuple[Task, Sample]],
                             f"calibration runs; {advice}.")
     started = time.monotonic()
     try:
-        backend = open_backend("hf", _backend_settings(cfg, p), console)
+        backend = open_backend("hf", _backend_settings(p), console)
     except Exception as err:  # the run itself would say why in one sentence; here the plan still prints
         reason = " ".join(str(err).split())[:200] or type(err).__name__
         return None, None, f"no estimate: hf could not start for a calibration ({reason}); {advice}."

@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 TINY_RECIPE = REPO / "recipes" / "tiny-qlora-cpu.yaml"
 RUN_ID = "X"
 GRID = ["-o", "needle.lengths=[256]", "-o", "needle.depths=[0,50]"]
+DEMO = ["--model", "lceval-demo"]  # named, so that another default model cannot change what these cases test
 LATIN1 = "caf\xe9 cr\xe8me\n".encode("latin-1")  # not UTF-8: the byte 0xe9
 
 
@@ -50,7 +51,7 @@ def root(tmp_path_factory, offline) -> Path:
 @pytest.fixture(scope="module")
 def finished_run(root) -> Path:
     """A real, complete small run: ROOT/out/X."""
-    code = run_cli(["run", "--backend", "hf", "--out", str(root / "out"), "--run-id", RUN_ID, *GRID])
+    code = run_cli(["run", *DEMO, "--backend", "hf", "--out", str(root / "out"), "--run-id", RUN_ID, *GRID])
     assert code == 0
     run = root / "out" / RUN_ID
     assert json.loads((run / "manifest.json").read_text())["status"] == "complete"
@@ -244,7 +245,8 @@ def snapshot(root: Path, exact: Path) -> dict[str, object]:
 
 
 def R(*args: str) -> list[str]:  # noqa: N802 - a run case: the finished run's --out and --run-id, hf backend
-    return ["run", "--backend", "hf", "--out", "{out}", "--run-id", RUN_ID, *args]
+    model = [] if "--model" in args else DEMO  # the demo model unless the case names another
+    return ["run", *model, "--backend", "hf", "--out", "{out}", "--run-id", RUN_ID, *args]
 
 
 def RG(*args: str) -> list[str]:  # noqa: N802 - a run case with the finished run's grid
@@ -438,7 +440,7 @@ CASES: list[tuple[str, list[str], int, list[str]]] = [
     ("config-task-options-list", RG("--config", "{w}/taskopts.yaml"), 2, ["task_options", "{w}/taskopts.yaml"]),
     ("config-not-utf8", RG("--config", "{w}/latin1.yaml"), 2, ["{w}/latin1.yaml", "not UTF-8", "line 2"]),
     ("config-is-folder", RG("--config", "{w}"), 2, ["{w}", "folder"]),
-    ("config-run-id", ["run", "--backend", "hf", "--out", "{out}", "--config", "{w}/runid.yaml", *GRID], 2,
+    ("config-run-id", ["run", *DEMO, "--backend", "hf", "--out", "{out}", "--config", "{w}/runid.yaml", *GRID], 2,
      ["run_id '../escaped' in config file", "not a path"]),
     ("config-dtype", RG("--config", "{w}/dtype.yaml"), 2, ["dtype 5 in config file", "float32"]),
     ("config-limit", RG("--config", "{w}/limit.yaml"), 2, ["limit 'many' in config file", WHOLE]),
@@ -768,8 +770,8 @@ KILL_SAMPLES = 4 * 6 + 4  # the cells and a no-needle control per length
 
 
 def _lceval_run(env: dict[str, str], out: Path, run_id: str) -> subprocess.Popen:
-    command = [sys.executable, "-m", "lceval", "run", "--backend", "hf", "--batch-size", "1", "--out", str(out),
-               "--run-id", run_id, *KILL_GRID]
+    command = [sys.executable, "-m", "lceval", "run", *DEMO, "--backend", "hf", "--batch-size", "1", "--out",
+               str(out), "--run-id", run_id, *KILL_GRID]
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             stdin=subprocess.DEVNULL, start_new_session=True)
 

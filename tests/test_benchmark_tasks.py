@@ -99,8 +99,8 @@ def test_infinitebench_templates_and_labels(ctx, demo_tokenizer):
 
 
 def run_task(tmp_path, task, backend=None, backend_name="hf", options=None):
-    cfg = RunConfig(tasks=[task], out=str(tmp_path), run_id=task.replace("/", "_"), backend=backend_name,
-                    task_options={task: options or {}})
+    cfg = RunConfig(model="lceval-demo", tasks=[task], out=str(tmp_path), run_id=task.replace("/", "_"),
+                    backend=backend_name, task_options={task: options or {}})
     run_dir = execute(cfg, Console(stderr=True), backend=backend)
     records = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
     return run_dir, records, json.loads((run_dir / "results.json").read_text())["tasks"][task]
@@ -165,14 +165,16 @@ def test_data_dir_flag_reads_the_official_layout(tmp_path, cli_env, lceval_cmd):
     import subprocess
 
     official_layout(tmp_path / "lb")
-    proc = subprocess.run([*lceval_cmd, "run", "--backend", "hf", "--tasks", "longbench/trec", "--data-dir",
-                           str(tmp_path / "lb"), "--out", str(tmp_path / "out"), "--run-id", "d", "--limit", "1"],
+    proc = subprocess.run([*lceval_cmd, "run", "--model", "lceval-demo", "--backend", "hf", "--tasks",
+                           "longbench/trec", "--data-dir", str(tmp_path / "lb"), "--out", str(tmp_path / "out"),
+                           "--run-id", "d", "--limit", "1"],
                           env=cli_env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     record = json.loads((tmp_path / "out" / "d" / "samples.jsonl").read_text().splitlines()[0])
     assert record["id"] == "trec/local-0"
-    missing = subprocess.run([*lceval_cmd, "run", "--backend", "hf", "--tasks", "longbench/lcc", "--data-dir",
-                              str(tmp_path / "lb"), "--out", str(tmp_path / "out"), "--run-id", "m"],
+    missing = subprocess.run([*lceval_cmd, "run", "--model", "lceval-demo", "--backend", "hf", "--tasks",
+                              "longbench/lcc", "--data-dir", str(tmp_path / "lb"), "--out", str(tmp_path / "out"),
+                              "--run-id", "m"],
                              env=cli_env, capture_output=True, text=True, timeout=300)
     assert missing.returncode == 2
     assert f"lcc.jsonl is not in {tmp_path / 'lb'}" in missing.stderr and "Traceback" not in missing.stderr

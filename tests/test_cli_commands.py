@@ -22,6 +22,7 @@ def small_run(tmp_path_factory, cli_env, lceval_cmd):
     base = tmp_path_factory.mktemp("cli")
     config = base / "run.yaml"
     config.write_text(
+        "model: lceval-demo\n"
         "backend: hf\n"
         "tasks: needle\n"
         f"out: {base / 'results'}\n"

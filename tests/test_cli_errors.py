@@ -19,6 +19,7 @@ pytestmark = pytest.mark.slow
 
 RUN_ID = "X"
 SMALL_GRID = ["-o", "needle.lengths=[256]", "-o", "needle.depths=[0,50]"]
+DEMO = ["--model", "lceval-demo"]  # named, so that another default model cannot change what these cases test
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +84,7 @@ def assert_user_error(proc: subprocess.CompletedProcess, *fragments: str) -> str
 def finished_run(env, demo_model, tmp_path_factory) -> Path:
     """A real, complete small run (hf backend) with run id X; the cases below must leave it as it is."""
     out = tmp_path_factory.mktemp("runs")
-    proc = lceval(env, "run", "--backend", "hf", "--out", out, "--run-id", RUN_ID, *SMALL_GRID)
+    proc = lceval(env, "run", *DEMO, "--backend", "hf", "--out", out, "--run-id", RUN_ID, *SMALL_GRID)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     run_dir = out / RUN_ID
     for name in ("manifest.json", "samples.jsonl", "results.json"):
@@ -158,6 +159,7 @@ def test_bad_input_is_a_one_line_user_error(env, guarded_run, tmp_path, args, fr
     inputs = snapshot(tmp_path)
 
     base = [] if "--backend" in args else ["--backend", "hf"]
+    base += [] if "--model" in args else DEMO
     proc = lceval(env, "run", *base, "--out", guarded_run.parent, "--run-id", RUN_ID, *args)
 
     assert_user_error(proc, *fragments)
@@ -167,7 +169,7 @@ def test_bad_input_is_a_one_line_user_error(env, guarded_run, tmp_path, args, fr
 def test_unwritable_output_folder(env, demo_model, tmp_path):
     blocker = _write(tmp_path / "a-regular-file", "keep me\n")
     out = blocker / "runs"
-    proc = lceval(env, "run", "--backend", "hf", "--out", out, "--run-id", "r", *SMALL_GRID)
+    proc = lceval(env, "run", *DEMO, "--backend", "hf", "--out", out, "--run-id", "r", *SMALL_GRID)
     assert_user_error(proc, str(out), "--out")
     assert blocker.read_text() == "keep me\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-regular-file"]
@@ -177,7 +179,7 @@ def test_config_file_settings_are_checked_like_flags(env, guarded_run, tmp_path)
     """A YAML file that sets a bad value fails the same way as the flag (here: an unknown backend)."""
     config = _write(
         tmp_path / "run.yaml",
-        "tasks: needle\nbackend: nosuchbackend\n"
+        "model: lceval-demo\ntasks: needle\nbackend: nosuchbackend\n"
         "task_options:\n  needle:\n    lengths: [256]\n    depths: [0]\n",
     )
     proc = lceval(env, "run", "--config", config, "--out", guarded_run.parent, "--run-id", RUN_ID)
@@ -204,7 +206,7 @@ def test_rerun_with_other_settings_keeps_the_run(env, guarded_run, options, frag
     manifest = (guarded_run / "manifest.json").read_bytes()
     results = (guarded_run / "results.json").read_bytes()
 
-    proc = lceval(env, "run", "--backend", "hf", "--out", guarded_run.parent, "--run-id", RUN_ID, *options)
+    proc = lceval(env, "run", *DEMO, "--backend", "hf", "--out", guarded_run.parent, "--run-id", RUN_ID, *options)
 
     assert_user_error(proc, str(guarded_run), "--run-id", *fragments)
     assert (guarded_run / "samples.jsonl").read_bytes() == samples
@@ -217,7 +219,7 @@ def test_rerun_with_same_settings_resumes(env, finished_run):
     samples = (finished_run / "samples.jsonl").read_bytes()
     sessions = len(json.loads((finished_run / "manifest.json").read_text())["sessions"])
     proc = lceval(
-        env, "run", "--backend", "hf", "--out", finished_run.parent, "--run-id", RUN_ID, *SMALL_GRID
+        env, "run", *DEMO, "--backend", "hf", "--out", finished_run.parent, "--run-id", RUN_ID, *SMALL_GRID
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
@@ -248,7 +250,7 @@ def test_model_with_auto_map_needs_trust_remote_code(env, demo_model, tmp_path):
 
 
 def test_refused_fresh_run_leaves_no_run_folder(env, demo_model, tmp_path):
-    proc = lceval(env, "run", "--backend", "hf", "--out", tmp_path / "runs", "--run-id", "fresh",
+    proc = lceval(env, "run", *DEMO, "--backend", "hf", "--out", tmp_path / "runs", "--run-id", "fresh",
                   "-o", "needle.lengths=[8]", "-o", "needle.depths=[0]")
     assert_user_error(proc, "needle length 8")
     assert not (tmp_path / "runs" / "fresh").exists()

@@ -14,6 +14,7 @@ from lceval.cli import run_cli
 # Two prompt-length buckets (<1K and 1K-2K), three samples in each (two cells and the length's no-needle control),
 # short answers.
 GRID = ["-o", "needle.lengths=[256,1100]", "-o", "needle.depths=[0,100]", "-o", "needle.max_new_tokens=4"]
+RUN = ["run", "--model", "lceval-demo", "--backend", "hf"]  # the demo named, whatever the default model is
 
 
 
@@ -22,7 +23,7 @@ GRID = ["-o", "needle.lengths=[256,1100]", "-o", "needle.depths=[0,100]", "-o", 
 def resumed_run(tmp_path_factory, offline) -> Path:
     """A run of 6 samples in two sessions: --limit 1, then the rest."""
     out = tmp_path_factory.mktemp("cost")
-    common = ["run", "--backend", "hf", "--out", str(out), "--run-id", "c", *GRID]
+    common = [*RUN, "--out", str(out), "--run-id", "c", *GRID]
     assert run_cli([*common, "--limit", "1"]) == 0
     assert run_cli(common) == 0
     return out / "c"
@@ -120,7 +121,7 @@ def test_the_estimate_takes_the_nearest_measured_bucket_and_says_so():
 
 def test_dry_run_writes_nothing_and_prints_the_plan(resumed_run, tmp_path, capsys):
     out = tmp_path / "out"
-    code = run_cli(["run", "--backend", "hf", "--out", str(out), "--run-id", "d", *GRID, "--dry-run"])
+    code = run_cli([*RUN, "--out", str(out), "--run-id", "d", *GRID, "--dry-run"])
     assert code == 0 and not out.exists()
     captured = capsys.readouterr()
     recorded = json.loads((resumed_run / "results.json").read_text())["cost"]
@@ -139,21 +140,20 @@ def test_dry_run_of_a_started_run_reads_but_never_repairs_it(resumed_run, tmp_pa
     kept = (started / "samples.jsonl").read_text().splitlines(keepends=True)[:2]
     (started / "samples.jsonl").write_text("".join(kept) + '{"task": "needle", "id": "L11')  # a torn last line
     before = files_of(started)
-    code = run_cli(["run", "--backend", "hf", "--out", str(started.parent), "--run-id", "c", *GRID, "--dry-run",
+    code = run_cli([*RUN, "--out", str(started.parent), "--run-id", "c", *GRID, "--dry-run",
                     "--calibrate-from", str(resumed_run)])
     assert code == 0 and files_of(started) == before
     captured = capsys.readouterr()
     assert "2 of 6 samples done" in captured.err and "4 samples to run" in captured.out
     assert f"tokens/s recorded in {resumed_run}" in captured.out and "estimated time:" in captured.out
 
-    code = run_cli(["run", "--backend", "hf", "--out", str(resumed_run.parent), "--run-id", "c", *GRID,
-                    "--dry-run"])
+    code = run_cli([*RUN, "--out", str(resumed_run.parent), "--run-id", "c", *GRID, "--dry-run"])
     assert code == 0 and "nothing to run" in capsys.readouterr().out
 
 
 def test_dry_run_without_a_basis_prints_counts_only(tmp_path, offline, capsys, monkeypatch):
     monkeypatch.setattr(runner, "CALIBRATION_MODEL_BYTES", 0)  # too big a model to start for a calibration
-    code = run_cli(["run", "--backend", "hf", "--out", str(tmp_path / "out"), *GRID, "--dry-run"])
+    code = run_cli([*RUN, "--out", str(tmp_path / "out"), *GRID, "--dry-run"])
     assert code == 0 and not (tmp_path / "out").exists()
     plan = capsys.readouterr().out
     assert "6 samples to run" in plan and "no estimate: the model's weights are" in plan

@@ -70,8 +70,8 @@ def test_auto_runs_an_adapter_with_a_trained_embedding_on_hf(tmp_path, demo_mode
     model = AutoModelForCausalLM.from_pretrained(demo_model, dtype=torch.float32)
     config = LoraConfig(r=8, target_modules=["q_proj", "v_proj"], modules_to_save=["embed_tokens"])
     get_peft_model(model, config).save_pretrained(tmp_path / "adapter")
-    cfg = RunConfig(adapter=str(tmp_path / "adapter"), tasks=["needle"], out=str(tmp_path / "runs"), run_id="a",
-                    task_options={"needle": {"lengths": [256], "depths": [0]}})
+    cfg = RunConfig(model="lceval-demo", adapter=str(tmp_path / "adapter"), tasks=["needle"],
+                    out=str(tmp_path / "runs"), run_id="a", task_options={"needle": {"lengths": [256], "depths": [0]}})
     log = io.StringIO()
     run_dir = execute(cfg, Console(file=log, width=300))
     assert "vLLM's LoRA cannot load" in log.getvalue() and "using hf" in log.getvalue()

@@ -32,7 +32,7 @@ def _records(run_dir: Path) -> list[dict]:
 def mmlu_run(demo_model, tmp_path_factory) -> Path:
     """`lceval run --tasks mmlu` on the hf backend, with the bundled MMLU-format sample (57 subjects)."""
     out = tmp_path_factory.mktemp("mmlu")
-    return execute(RunConfig(tasks=["mmlu"], backend="hf", out=str(out), run_id="hf"), QUIET)
+    return execute(RunConfig(model="lceval-demo", tasks=["mmlu"], backend="hf", out=str(out), run_id="hf"), QUIET)
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +99,7 @@ def test_a_killed_mmlu_run_resumes_from_the_run_folder(mmlu_run, tmp_path):
     assert (run_dir / CACHE_FILE).exists()
     lines = (run_dir / "samples.jsonl").read_text().splitlines(keepends=True)
     (run_dir / "samples.jsonl").write_text("".join(lines[:50]))
-    execute(RunConfig(tasks=["mmlu"], backend="hf", out=str(tmp_path), run_id="resumed"), QUIET)
+    execute(RunConfig(model="lceval-demo", tasks=["mmlu"], backend="hf", out=str(tmp_path), run_id="resumed"), QUIET)
     again = _records(run_dir)
     assert len(again) == len({r["id"] for r in again}) == len(lines)
     assert {r["id"]: r["scores"] for r in again} == {r["id"]: r["scores"] for r in _records(mmlu_run)}
@@ -107,8 +107,8 @@ def test_a_killed_mmlu_run_resumes_from_the_run_folder(mmlu_run, tmp_path):
 
 @pytest.mark.slow
 def test_mmlu_on_vllm_answers_as_on_hf(mmlu_run, vllm_backend, tmp_path):
-    run_dir = execute(RunConfig(tasks=["mmlu"], backend="vllm", out=str(tmp_path), run_id="vllm"), QUIET,
-                      backend=vllm_backend)
+    run_dir = execute(RunConfig(model="lceval-demo", tasks=["mmlu"], backend="vllm", out=str(tmp_path), run_id="vllm"),
+                      QUIET, backend=vllm_backend)
     assert {r["id"]: r["output"] for r in _records(run_dir)} == {r["id"]: r["output"] for r in _records(mmlu_run)}
 
 
@@ -207,8 +207,8 @@ def test_any_lm_eval_task_runs_through_the_bridge_as_lm_eval_runs_it(demo_model,
     from lm_eval.tasks import TaskManager
 
     options = {name: {"include_path": str(toy_tasks)} for name in ("lm-eval:lceval_toy_gen", "lm-eval:lceval_toy_ppl")}
-    run_dir = execute(RunConfig(tasks=list(options), backend="hf", out=str(tmp_path), run_id="toy", max_length=256,
-                                task_options=options), QUIET)
+    run_dir = execute(RunConfig(model="lceval-demo", tasks=list(options), backend="hf", out=str(tmp_path),
+                                run_id="toy", max_length=256, task_options=options), QUIET)
     results = json.loads((run_dir / "results.json").read_text())["tasks"]
     reference = simple_evaluate(model="hf", model_args=f"pretrained={demo_model},dtype=float32,max_length=255",
                                 tasks=["lceval_toy_gen", "lceval_toy_ppl"],
@@ -229,8 +229,9 @@ def test_any_lm_eval_task_runs_through_the_bridge_as_lm_eval_runs_it(demo_model,
 
 
 def test_unknown_lm_eval_task_is_one_sentence(lceval_cmd, cli_env, tmp_path):
-    proc = subprocess.run([*lceval_cmd, "run", "--backend", "hf", "--tasks", "lm-eval:no_such_task_here",
-                           "--out", str(tmp_path)], env=cli_env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([*lceval_cmd, "run", "--model", "lceval-demo", "--backend", "hf", "--tasks",
+                           "lm-eval:no_such_task_here", "--out", str(tmp_path)], env=cli_env, capture_output=True,
+                          text=True, timeout=600)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "error: lm-eval has no task, group or tag 'no_such_task_here'; `python -m lm_eval ls tasks` lists them."]
@@ -238,8 +239,8 @@ def test_unknown_lm_eval_task_is_one_sentence(lceval_cmd, cli_env, tmp_path):
 
 
 def test_num_fewshot_flag_reaches_lm_eval_tasks(demo_model, tmp_path):
-    run_dir = execute(RunConfig(tasks=["mmlu"], backend="hf", out=str(tmp_path), run_id="five", num_fewshot=5,
-                                limit=3), QUIET)
+    run_dir = execute(RunConfig(model="lceval-demo", tasks=["mmlu"], backend="hf", out=str(tmp_path), run_id="five",
+                                num_fewshot=5, limit=3), QUIET)
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["status"] == "partial"
     assert set(manifest["tasks"]["mmlu"]["settings"]["num_fewshot"].values()) == {5}

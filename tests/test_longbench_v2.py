@@ -205,7 +205,7 @@ def test_hub_path_reads_data_json_from_the_hub_cache(tmp_path, ctx, items, monke
 
 
 def test_runs_end_to_end_on_hf(tmp_path, demo_model):
-    cfg = RunConfig(tasks=["longbench-v2"], backend="hf", out=str(tmp_path), run_id="v2",
+    cfg = RunConfig(model="lceval-demo", tasks=["longbench-v2"], backend="hf", out=str(tmp_path), run_id="v2",
                     task_options={"longbench-v2": {"compensated": True}})
     run_dir = execute(cfg, Console(stderr=True))
     records = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]

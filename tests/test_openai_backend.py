@@ -72,9 +72,9 @@ def test_a_dead_url_is_one_sentence_naming_it(demo_model):
 
 def test_a_run_whose_server_is_dead_leaves_no_empty_run_folder(demo_model, lceval_cmd, cli_env, tmp_path):
     url = f"http://127.0.0.1:{free_port()}"
-    proc = subprocess.run([*lceval_cmd, "run", "--backend", "openai", "--base-url", url, "--max-retries", "0",
-                           "--out", str(tmp_path), "--run-id", "dead"], env=cli_env, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run([*lceval_cmd, "run", "--model", "lceval-demo", "--backend", "openai", "--base-url", url,
+                           "--max-retries", "0", "--out", str(tmp_path), "--run-id", "dead"], env=cli_env,
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and f"no OpenAI-compatible server answers at {url}" in proc.stderr
     assert not (tmp_path / "dead").exists()
 
@@ -231,8 +231,8 @@ def test_yaml_base_url_may_be_one_string_and_served_adapter_needs_an_adapter(tmp
 def test_cli_run_on_a_served_adapter_beside_a_dead_url_completes_and_keeps_the_key_out(
         server, tmp_path, cli_env, lceval_cmd):
     dead = f"http://127.0.0.1:{free_port()}"
-    proc = subprocess.run([*lceval_cmd, "run", "--backend", "openai", "--base-url", f"{dead},{server}/v1",
-                           "--adapter", "tiny", "--api-key-env", KEY_ENV, "--max-retries", "1",
+    proc = subprocess.run([*lceval_cmd, "run", "--model", "lceval-demo", "--backend", "openai", "--base-url",
+                           f"{dead},{server}/v1", "--adapter", "tiny", "--api-key-env", KEY_ENV, "--max-retries", "1",
                            "-o", "needle.lengths=[256,512]", "-o", "needle.depths=[0,50,100]",
                            "--out", str(tmp_path), "--run-id", "cli"],
                           env={**cli_env, KEY_ENV: KEY}, capture_output=True, text=True, timeout=300)
@@ -259,8 +259,9 @@ def test_a_local_adapter_folder_is_hashed_and_served_under_its_name(server, adap
 
     from lceval.runner import execute
 
-    cfg = RunConfig(tasks=["needle"], out=str(tmp_path), run_id="folder", backend="openai", adapter=str(adapter),
-                    base_url=[server], api_key_env=KEY_ENV, task_options={"needle": {"lengths": [256], "depths": [0]}})
+    cfg = RunConfig(model="lceval-demo", tasks=["needle"], out=str(tmp_path), run_id="folder", backend="openai",
+                    adapter=str(adapter), base_url=[server], api_key_env=KEY_ENV,
+                    task_options={"needle": {"lengths": [256], "depths": [0]}})
     run_dir = execute(cfg, Console(stderr=True))
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["adapter"]["sha256"] and manifest["served_adapter"] == adapter.name
@@ -320,8 +321,8 @@ def test_judge_asks_with_gkamradt_rubric_and_records_an_unparsable_reply_as_miss
 
     monkeypatch.setattr(ApiClient, "request", spy)
     options = {"lengths": [256], "depths": [0, 100], "judge_url": server, "judge_api_key_env": KEY_ENV}
-    cfg = RunConfig(tasks=["needle"], out=str(tmp_path), run_id="judge", backend="openai", base_url=[server],
-                    api_key_env=KEY_ENV, task_options={"needle": options})
+    cfg = RunConfig(model="lceval-demo", tasks=["needle"], out=str(tmp_path), run_id="judge", backend="openai",
+                    base_url=[server], api_key_env=KEY_ENV, task_options={"needle": options})
     run_dir = execute(cfg, Console(stderr=True), backend=backend)
     records = lines(run_dir / "samples.jsonl")
     assert len(asked) == len(records) == 3  # 2 cells and the no-needle control
@@ -353,7 +354,7 @@ def test_topic_passkey_and_mmlu_answer_alike_on_hf_vllm_and_openai(servers, demo
     served = open_backend(demo_model, [servers.spare.ready()])
     try:
         for name, lent in (("hf", None), ("vllm", vllm_backend), ("openai", served)):
-            cfg = RunConfig(tasks=tasks, backend=name, out=str(tmp_path), run_id=name, limit=4)
+            cfg = RunConfig(model="lceval-demo", tasks=tasks, backend=name, out=str(tmp_path), run_id=name, limit=4)
             run_dir = execute(cfg, quiet, backend=lent)
             outputs[name] = {(r["task"], r["id"]): r["output"] for r in lines(run_dir / "samples.jsonl")}
     finally:
@@ -369,8 +370,8 @@ def test_killed_server_fails_the_run_then_a_rerun_completes_without_loss_or_repe
     env = {**cli_env, KEY_ENV: KEY}
     grid = ["-o", "needle.lengths=[256,512,768,1024,1280,1536,1792,1984]", "-o", "needle.depths=[0,25,50,75,100]",
             "-o", "needle.max_new_tokens=48"]
-    common = [*lceval_cmd, "run", "--backend", "openai", "--api-key-env", KEY_ENV, "--max-retries", "1", *grid,
-              "--out", str(tmp_path), "--run-id", "killed"]
+    common = [*lceval_cmd, "run", "--model", "lceval-demo", "--backend", "openai", "--api-key-env", KEY_ENV,
+              "--max-retries", "1", *grid, "--out", str(tmp_path), "--run-id", "killed"]
     samples = tmp_path / "killed" / "samples.jsonl"
     proc = subprocess.Popen([*common, "--base-url", spare, "--concurrency", "1"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

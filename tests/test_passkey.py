@@ -68,7 +68,7 @@ def test_first_integer_must_be_the_key(output, expected):
 
 
 def test_passkey_run_writes_results_and_a_heatmap(tmp_path, demo_model):
-    cfg = RunConfig(tasks=["passkey"], backend="hf", out=str(tmp_path), run_id="p",
+    cfg = RunConfig(model="lceval-demo", tasks=["passkey"], backend="hf", out=str(tmp_path), run_id="p",
                     task_options={"passkey": {"lengths": [256, 512], "depths": [0, 100]}})
     run_dir = execute(cfg, Console(stderr=True))
     results = json.loads((run_dir / "results.json").read_text())["tasks"]["passkey"]

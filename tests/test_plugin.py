@@ -245,7 +245,8 @@ def _run_dir_contents(run_dir: Path) -> tuple[dict, dict, list[dict]]:
 
 def test_run_plugin_task_on_hf(env, tmp_path):
     out = tmp_path / "runs"
-    proc = lceval(env, "run", "--tasks", "echo", "--backend", "hf", "--out", out, "--run-id", "p")
+    proc = lceval(env, "run", "--model", "lceval-demo", "--tasks", "echo", "--backend", "hf", "--out", out,
+                  "--run-id", "p")
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output
     assert "Traceback" not in output
@@ -279,6 +280,8 @@ def test_run_plugin_task_on_plugin_backend_and_resume(env, tmp_path):
     out = tmp_path / "runs"
     args = [
         "run",
+        "--model",
+        "lceval-demo",
         "--tasks",
         "echo",
         "--backend",
@@ -314,6 +317,8 @@ def test_broken_plugin_does_not_break_builtin_run(env, tmp_path):
     proc = lceval(
         env,
         "run",
+        "--model",
+        "lceval-demo",
         "--tasks",
         "needle",
         "--backend",
@@ -340,7 +345,7 @@ def test_broken_plugin_does_not_break_builtin_run(env, tmp_path):
 )
 def test_running_a_broken_plugin_is_a_user_error(env, tmp_path, flag, value, kind):
     out = tmp_path / "runs"
-    args = ["run", "--out", out, "--run-id", "x", flag, value]
+    args = ["run", "--model", "lceval-demo", "--out", out, "--run-id", "x", flag, value]
     args += (
         ["--tasks", "needle", "-o", "needle.lengths=[256]", "-o", "needle.depths=[0]"]
         if kind == "backend"

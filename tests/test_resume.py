@@ -12,7 +12,7 @@ import pytest
 GRID = ["-o", "needle.lengths=[256,512,1024,1536,1984]", "-o", "needle.depths=[0,20,40,60,80,100]",
         "-o", "needle.max_new_tokens=24"]
 # Batch size 1: every sample is computed alone, so its output cannot depend on which samples shared its batch.
-COMMON = ["run", "--backend", "hf", "--batch-size", "1", *GRID]
+COMMON = ["run", "--model", "lceval-demo", "--backend", "hf", "--batch-size", "1", *GRID]
 TOTAL = 35  # 5 x 6 cells and a no-needle control per length
 
 

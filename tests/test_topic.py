@@ -262,8 +262,9 @@ def test_aggregation_per_count_and_against_mean_prompt_tokens():
 
 @pytest.mark.slow
 def test_demo_run_writes_samples_results_curve_and_csv(tmp_path, cli_env, lceval_cmd):
-    proc = subprocess.run([*lceval_cmd, "run", "--backend", "hf", "--tasks", "topic", "--out", str(tmp_path),
-                           "--run-id", "t"], env=cli_env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([*lceval_cmd, "run", "--model", "lceval-demo", "--backend", "hf", "--tasks", "topic",
+                           "--out", str(tmp_path), "--run-id", "t"], env=cli_env, capture_output=True, text=True,
+                          timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run_dir = tmp_path / "t"
     records = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]

@@ -38,7 +38,7 @@ def test_generation_ends_at_a_stop_id(vllm_backend):
 
 
 def test_runner_on_a_lent_engine_writes_a_complete_run(vllm_backend, tmp_path, lceval_cache):
-    cfg = RunConfig(tasks=["needle"], out=str(tmp_path), run_id="v", backend="vllm",
+    cfg = RunConfig(model="lceval-demo", tasks=["needle"], out=str(tmp_path), run_id="v", backend="vllm",
                     task_options={"needle": {"lengths": [256, 1024], "depths": [0, 50, 100]}})
     from rich.console import Console
 
@@ -105,9 +105,10 @@ def test_adapter_with_a_trained_embedding_is_refused_on_vllm(demo_model, tmp_pat
 
 
 def test_quickstart_command_picks_vllm_and_writes_the_heatmap(tmp_path, cli_env, lceval_cmd):
-    """`lceval run --tasks needle,longbench` on the embedded default, as the README's quickstart runs it."""
-    proc = subprocess.run([*lceval_cmd, "run", "--tasks", "needle,longbench", "--out", str(tmp_path), "--run-id", "q"],
-                          env=cli_env, capture_output=True, text=True, timeout=600)
+    """`lceval run --tasks needle,longbench` on the demo model, as the README's quickstart runs it (the model named,
+    so that another default model cannot change what this checks)."""
+    proc = subprocess.run([*lceval_cmd, "run", "--model", "lceval-demo", "--tasks", "needle,longbench", "--out",
+                           str(tmp_path), "--run-id", "q"], env=cli_env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "backend auto: using vllm." in proc.stderr
     run_dir = tmp_path / "q"
@@ -120,8 +121,9 @@ def test_quickstart_command_picks_vllm_and_writes_the_heatmap(tmp_path, cli_env,
 
 def test_auto_falls_back_to_hf_when_the_engine_cannot_start(tmp_path, cli_env, lceval_cmd):
     """A memory share too small for the KV cache makes the real engine fail at start; auto says so and uses hf."""
-    proc = subprocess.run([*lceval_cmd, "run", "--gpu-memory-utilization", "0.001", "-o", "needle.lengths=[256]",
-                           "-o", "needle.depths=[0]", "--out", str(tmp_path), "--run-id", "fb"],
+    proc = subprocess.run([*lceval_cmd, "run", "--model", "lceval-demo", "--gpu-memory-utilization", "0.001",
+                           "-o", "needle.lengths=[256]", "-o", "needle.depths=[0]", "--out", str(tmp_path),
+                           "--run-id", "fb"],
                           env=cli_env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "the vLLM engine could not start" in proc.stderr and "using hf" in proc.stderr
