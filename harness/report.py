@@ -90,7 +90,7 @@ def markdown_table(runs: list[Run], rows: list[Row]) -> str:
             cells[2] = f"↳ {row.breakdown}"
         else:
             cells = [f"**{c}**" if i < 3 else c for i, c in enumerate(cells)]
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+        lines.append("| " + " | ".join(_md_cell(c) for c in cells) + " |")
     return "\n".join(lines)
 
 
@@ -259,37 +259,66 @@ def _runs_table_html(runs: list[Run]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _cost_table_html(runs: list[Run]) -> str:
-    """Each run's cost (results.json `cost`, lceval.cost): tokens, time, tokens/s overall and per length bucket."""
+COST_NOTE = ("Tokens per second: prompt and generated tokens per second of generation, overall and per "
+             "prompt-length bucket (K = 1024 tokens); engine start summed over a run's sessions.")
+
+
+def cost_table(runs: list[Run]) -> tuple[list[str], list[tuple[str, list[str] | None]]] | None:
+    """Each run's cost (results.json `cost`, lceval.cost) as text: the header, and per run its label and cells
+    (None where the run recorded no cost): tokens, time, tokens/s overall and per length bucket. None: no run has
+    one."""
     from lceval.cost import seconds_text, sorted_buckets
 
     costs = [((run.results or {}).get("cost") if isinstance((run.results or {}).get("cost"), dict) else None)
              for run in runs]
     if not any(costs):
-        return ""
+        return None
     buckets = sorted_buckets(label for c in costs if c for label in c.get("by_length_bucket") or {})
 
     def rate(part: dict[str, Any] | None) -> str:
         value = (part or {}).get("tokens_per_s")
         return "–" if value is None else f"{value:,.0f}"
 
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in ["run", "engine start", "samples", "prompt tokens",
-                                                           "generated tokens", "generation", "tokens/s",
-                                                           *(f"tokens/s {b}" for b in buckets)])
-    lines = [f"<table><tr>{head}</tr>"]
+    head = ["run", "engine start", "samples", "prompt tokens", "generated tokens", "generation", "tokens/s",
+            *(f"tokens/s {b}" for b in buckets)]
+    rows = []
     for run, c in zip(runs, costs, strict=True):
-        if not c:
-            lines.append(f"<tr><td class='l'>{html.escape(run.label)}</td>"
-                         f"<td class='l' colspan='{6 + len(buckets)}'>no cost recorded</td></tr>")
-            continue
-        cells = [seconds_text(c.get("engine_start_s")), str(c.get("samples", 0)), f"{c.get('prompt_tokens', 0):,}",
-                 f"{c.get('generated_tokens', 0):,}", seconds_text(c.get("generation_s")), rate(c),
-                 *(rate((c.get("by_length_bucket") or {}).get(b)) for b in buckets)]
-        lines.append(f"<tr><td class='l'>{html.escape(run.label)}</td>"
-                     + "".join(f"<td>{html.escape(text)}</td>" for text in cells) + "</tr>")
-    return ("<h2>Cost</h2><p>Tokens per second: prompt and generated tokens per second of generation, overall and "
-            "per prompt-length bucket (K = 1024 tokens); engine start summed over a run's sessions.</p>"
-            + "".join(lines) + "</table>")
+        cells = None if not c else [
+            seconds_text(c.get("engine_start_s")), str(c.get("samples", 0)), f"{c.get('prompt_tokens', 0):,}",
+            f"{c.get('generated_tokens', 0):,}", seconds_text(c.get("generation_s")), rate(c),
+            *(rate((c.get("by_length_bucket") or {}).get(b)) for b in buckets)]
+        rows.append((run.label, cells))
+    return head, rows
+
+
+def _cost_table_html(runs: list[Run]) -> str:
+    table = cost_table(runs)
+    if table is None:
+        return ""
+    head, rows = table
+    lines = ["<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"]
+    for label, cells in rows:
+        body = (f"<td class='l' colspan='{len(head) - 1}'>no cost recorded</td>" if cells is None
+                else "".join(f"<td>{html.escape(text)}</td>" for text in cells))
+        lines.append(f"<tr><td class='l'>{html.escape(label)}</td>{body}</tr>")
+    return f"<h2>Cost</h2><p>{COST_NOTE}</p>" + "".join(lines) + "</table>"
+
+
+def _cost_table_md(runs: list[Run]) -> list[str]:
+    table = cost_table(runs)
+    if table is None:
+        return []
+    head, rows = table
+    lines = ["## Cost", "", COST_NOTE, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for label, cells in rows:
+        cells = cells if cells is not None else ["no cost recorded"] + [""] * (len(head) - 2)
+        lines.append("| " + " | ".join(_md_cell(text) for text in [label, *cells]) + " |")
+    return [*lines, ""]
+
+
+def _md_cell(text: str) -> str:
+    """Text in a Markdown table cell: its pipes escaped."""
+    return str(text).replace("|", "\\|")
 
 
 def _rows_table_html(runs: list[Run], rows: list[Row]) -> str:
@@ -461,6 +490,7 @@ def markdown_report(runs: list[Run], rows: list[Row], figures: list[Figure], fol
         lines += ["", "> **Not measured alike:**"] + [f"> - {w}" for w in warnings]
     lines += ["", "## Scores", "", "Mean over samples [95% CI]; Δ = paired difference to the first run [95% CI].", "",
               markdown_table(runs, rows), ""]
+    lines += _cost_table_md(runs)
     controls = control_lines(runs)
     if controls:
         lines += ["## No-needle control", ""]

@@ -82,6 +82,17 @@ def test_the_html_report_has_a_cost_table_per_run(resumed_run, tmp_path, capsys)
     assert "tokens/s &lt;1K" in table and "tokens/s 1K-2K" in table and "<td class='l'>c</td>" in table
 
 
+def test_the_markdown_report_has_the_same_cost_table(resumed_run, tmp_path, capsys):
+    assert run_cli(["report", str(resumed_run), "--output", str(tmp_path / "r.md")]) == 0
+    text = (tmp_path / "r.md").read_text()
+    table = text[text.index("## Cost"):text.index("## Pictures")].splitlines()
+    total = json.loads((resumed_run / "results.json").read_text())["cost"]
+    assert table[4].startswith("| run | engine start | samples | prompt tokens | generated tokens | generation | "
+                               "tokens/s | tokens/s <1K")
+    row = next(line for line in table if line.startswith("| c |"))
+    assert f"| {total['samples']} | {total['prompt_tokens']:,} | {total['generated_tokens']:,} |" in row
+
+
 def test_buckets_are_powers_of_two_kilotokens():
     assert [cost.length_bucket(n) for n in (0, 1023, 1024, 2047, 2048, 131071, 131072, 2**20)] == \
         ["<1K", "<1K", "1K-2K", "1K-2K", "2K-4K", "64K-128K", "128K-256K", "1M-2M"]

@@ -35,6 +35,10 @@ def register(app: typer.Typer) -> None:
 
         resolved = load_recipe(recipe, overrides or [])
         load_mix(resolved.resolve(resolved.data.mix))  # the data-mix file, checked before anything is written
+        if resolved.model.base == "builtin:tiny-llama":
+            from lceval.training.train import tiny_llama_shape
+
+            tiny_llama_shape(resolved)  # and the shape of a model built from scratch
         files.check_output_dir(output_dir, "--output-dir")
         run_training(resolved, output_dir, console)
 

@@ -42,22 +42,29 @@ def base_model_path(recipe: Recipe) -> Path:
 
     base = recipe.model.base
     relative = recipe.resolve(base)
-    if base.startswith((".", "..")) and relative.is_dir():  # ./ or ../: a folder beside the recipe
+    if base.startswith(".") and relative.is_dir():  # ./ or ../: a folder beside the recipe
         base = str(relative)
     return resolve_model(base, recipe.model.revision).path
+
+
+def tiny_llama_shape(recipe: Recipe):
+    """`model.build` as builtin:tiny-llama's typed shape (lceval.demo.TinyLlama); bad settings are one sentence."""
+    from lceval.demo import TinyLlama
+    from lceval.settings import parse
+
+    return parse(TinyLlama, {"window": 512, **recipe.model.build}, label=lambda key: f"model.build.{key}",
+                 where=lambda key: f" in recipe {recipe.source}",
+                 unknown=lambda key, known: f"model.build has unknown setting {key!r}; builtin:tiny-llama takes "
+                                            f"{', '.join(known)}.")
 
 
 def _tiny_llama(recipe: Recipe) -> Path:
     """builtin:tiny-llama with `model.build`'s shape, cached by that shape (and by its tokenizer's corpus)."""
     import hashlib
 
-    from lceval.demo import TinyLlama, build_tiny_llama, cache_dir
-    from lceval.settings import parse
+    from lceval.demo import build_tiny_llama, cache_dir
 
-    build = parse(TinyLlama, {"window": 512, **recipe.model.build}, label=lambda key: f"model.build.{key}",
-                  where=lambda key: f" in recipe {recipe.source}",
-                  unknown=lambda key, known: f"model.build has unknown setting {key!r}; builtin:tiny-llama takes "
-                                             f"{', '.join(known)}.")
+    build = tiny_llama_shape(recipe)
     corpus = None
     if build.tokenizer == "mix":
         from lceval.training.data import load_mix, mix_texts
