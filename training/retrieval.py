@@ -9,7 +9,7 @@ the same shape), so that a model learns to retrieve rather than to recite:
 - topic: LongChat's record of conversations on invented topics (the topic task's own prompt and conversation
   generator); the answer is the first topic.
 - copy: a run of distinct words, then the same run again as the completion: the second run can only be predicted
-  by looking back, which teaches a small model to copy (an induction head) early.
+  by looking back (meant to teach a small model to copy; see the README for what it did in 3,000 steps).
 Word lists and shapes are in training/data/retrieval.yaml. Every sample is checked against the evaluation data
 (`forbidden_strings`): no needle, question or key fact of the needle presets, no passkey filler sentence and no topic
 of the topic task's pool ever appears, so a model that answers them has read them in the prompt.
@@ -80,10 +80,15 @@ def forbidden_strings() -> tuple[str, ...]:
     return tuple(sorted(s for s in found if s))
 
 
+@cache
+def _forbidden_lowered() -> tuple[tuple[str, str], ...]:
+    return tuple((s, s.lower()) for s in forbidden_strings())
+
+
 def leaks(text: str) -> list[str]:
     """The evaluation strings that `text` holds (case-insensitively)."""
     lowered = text.lower()
-    return [s for s in forbidden_strings() if s.lower() in lowered]
+    return [s for s, low in _forbidden_lowered() if low in lowered]
 
 
 class Writer:
@@ -125,11 +130,14 @@ class Writer:
         sentences: list[str] = []
         size = 0
         if style == "haystack":
-            from lceval.tasks.haystack import generated_text
+            from lceval.tasks.haystack import generated_paragraphs
 
-            text = generated_text(n_chars, seed=self.rng.randint(1000, 10**6))
-            sentences = re.findall(r"[^.!?]+[.!?]", text.replace("\n\n", " "))
-            return [s.strip() for s in sentences]
+            paragraphs = generated_paragraphs(seed=self.rng.randint(1000, 10**6))
+            while size < n_chars:
+                paragraph = next(paragraphs)
+                sentences += [s.strip() for s in re.findall(r"[^.!?]+[.!?]", paragraph)]
+                size += len(paragraph) + 2  # as tasks.haystack.generated_text counts a paragraph and its break
+            return sentences
         pool = self.vocab["short_sentences"] if style == "short" else None
         unit = self.rng.sample(pool, self.rng.randint(3, 6)) if pool else None
         while size < n_chars:
@@ -198,9 +206,8 @@ def topic_sample(w: Writer, n_chars: int) -> dict[str, Any]:
 
 
 def copy_sample(w: Writer, n_chars: int) -> dict[str, Any]:
-    """Distinct words said once as the prompt and again as the completion: with every word once in the run, the
-    word after the current one is found by looking back one step (how induction forms), then longer runs and
-    invented names ask for more."""
+    """Distinct words (a tenth of them invented names) said once as the prompt and again as the completion: each
+    word of the copy follows the word it followed in the prompt, so only looking back predicts it."""
     pool = sorted({word for key in COPY_WORDS for word in w.vocab[key]})
     n_words = min(len(pool), max(4, n_chars // 16))
     words = w.rng.sample(pool, n_words)
