@@ -215,6 +215,30 @@ def test_data_mix_counts_truncation_and_drop(demo_tokenizer, tmp_path):
                              overlong="drop", chat_template=True, seed=1)
 
 
+def test_a_by_source_mix_is_trained_source_after_source(demo_tokenizer, tmp_path):
+    """data.order by_source: a curriculum; each source shuffled on its own, the sources in the listed order, and the
+    trainer's sampler sequential (the default order is one shuffle of the whole mix)."""
+    from lceval.training.recipe import load_recipe
+    from lceval.training.train import training_arguments
+
+    (tmp_path / "first.jsonl").write_text("\n".join(json.dumps({"text": f"first {i}"}) for i in range(8)))
+    (tmp_path / "then.jsonl").write_text("\n".join(json.dumps({"text": f"then {i}"}) for i in range(8)))
+    (tmp_path / "mix.yaml").write_text("sources:\n  - first.jsonl\n  - then.jsonl\n")
+    sources = tdata.load_mix(tmp_path / "mix.yaml")
+    kinds = {}
+    for by_source in (True, False):
+        examples, _ = tdata.build_examples(demo_tokenizer, sources, max_length=16, overlong="drop",
+                                           chat_template=False, seed=3, by_source=by_source)
+        kinds[by_source] = [demo_tokenizer.decode(e["input_ids"], skip_special_tokens=True).split()[0]
+                            for e in examples]
+    assert kinds[True] == ["first"] * 8 + ["then"] * 8 and kinds[False] != kinds[True]
+    recipe = load_recipe(ROOT / "recipes" / "tiny-qlora-cpu.yaml", ["data.order=by_source",
+                                                                    "training.group_by_length=false"])
+    assert training_arguments(recipe, tmp_path, 1, False).train_sampling_strategy == "sequential"
+    with pytest.raises(UserError, match="data.order by_source"):
+        load_recipe(ROOT / "recipes" / "tiny-qlora-cpu.yaml", ["data.order=by_source"])
+
+
 def test_packing_restarts_positions_and_never_predicts_across_samples():
     examples = [{"input_ids": [1, 2, 3], "labels": [1, 2, 3], "length": 3},
                 {"input_ids": [4, 5], "labels": [-100, 5], "length": 2},

@@ -249,8 +249,9 @@ class DataReport:
 
 
 def build_examples(tokenizer, sources: list[Source], *, max_length: int, overlong: str, chat_template: bool,
-                   seed: int, progress=None) -> tuple[list[dict[str, Any]], DataReport]:
-    """Every record of the mix as {input_ids, labels, length}, in a seeded shuffled order."""
+                   seed: int, progress=None, by_source: bool = False) -> tuple[list[dict[str, Any]], DataReport]:
+    """Every record of the mix as {input_ids, labels, length}, in a seeded shuffled order; with `by_source`, each
+    source's examples shuffled on their own and the sources one after another in the listed order."""
     if chat_template and tokenizer.chat_template is None:
         needs = any(s.kind in ("instruction", "conversation") for s in sources)
         if needs:
@@ -258,7 +259,8 @@ def build_examples(tokenizer, sources: list[Source], *, max_length: int, overlon
                             "(instruction data only) or use a chat model.")
     examples: list[dict[str, Any]] = []
     report = DataReport({}, 0, 0, 0)
-    for source in sources:
+    for index, source in enumerate(sources):
+        first = len(examples)
         records = source_records(source, seed)
         task = progress.add_task(f"tokenising {source.name}", total=len(records)) if progress else None
         kept = 0
@@ -289,7 +291,12 @@ def build_examples(tokenizer, sources: list[Source], *, max_length: int, overlon
             if progress:
                 progress.advance(task)
         report.per_source[str(source.path)] = kept
-    random.Random(seed).shuffle(examples)
+        if by_source:
+            part = examples[first:]
+            random.Random(f"{seed}:{index}").shuffle(part)
+            examples[first:] = part
+    if not by_source:
+        random.Random(seed).shuffle(examples)
     if not examples:
         raise UserError("the data mix gave no training samples (all dropped or without labels); check data.max_length "
                         "and the data files.")

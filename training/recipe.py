@@ -90,6 +90,9 @@ class DataSection:
     chat_template: bool = True  # instruction and conversation sources through the base model's chat template
     packing: bool = False  # pack several samples into one max_length row (positions restart per sample)
     seed: Seed = 42  # the [N] subsets and the order of the mix
+    # shuffled: the whole mix in one seeded random order; by_source: a curriculum, each source shuffled on its own
+    # and the sources trained one after another in the listed order (a sequential sampler, one pass)
+    order: Literal["shuffled", "by_source"] = "shuffled"
 
 
 @settings_class
@@ -242,6 +245,9 @@ def validate(recipe: Recipe, where: str) -> None:
     if t.method == "full" and recipe.quantization.load_in_4bit:
         raise UserError("training.method full trains every weight, which 4-bit weights cannot be; set "
                         "quantization.load_in_4bit false or training.method lora.")
+    if d.order == "by_source" and t.group_by_length:
+        raise UserError("data.order by_source trains the sources in order, which training.group_by_length would "
+                        "undo; turn one of them off.")
     if t.eval_steps is not None and t.eval_samples < 1:
         raise UserError("training.eval_steps needs training.eval_samples (held-out samples) of at least 1.")
 

@@ -147,13 +147,13 @@ def build_datasets(recipe: Recipe, tokenizer, console: Console | None = None):
 
     d = recipe.data
     sources = load_mix(recipe.resolve(d.mix))
+    settings = {"max_length": d.max_length, "overlong": d.overlong, "chat_template": d.chat_template, "seed": d.seed,
+                "by_source": d.order == "by_source"}
     if console is not None:
         with sample_progress(console) as progress:
-            examples, report = build_examples(tokenizer, sources, max_length=d.max_length, overlong=d.overlong,
-                                              chat_template=d.chat_template, seed=d.seed, progress=progress)
+            examples, report = build_examples(tokenizer, sources, progress=progress, **settings)
     else:
-        examples, report = build_examples(tokenizer, sources, max_length=d.max_length, overlong=d.overlong,
-                                          chat_template=d.chat_template, seed=d.seed)
+        examples, report = build_examples(tokenizer, sources, **settings)
     held = recipe.training.eval_samples
     if held >= len(examples):
         raise UserError(f"training.eval_samples {held} leaves no training data out of {len(examples)} samples.")
@@ -309,7 +309,8 @@ def training_arguments(recipe: Recipe, out: Path, world_size: int, has_eval: boo
         save_total_limit=t.save_total_limit,
         eval_strategy="steps" if has_eval and t.eval_steps else "no",
         eval_steps=t.eval_steps if has_eval else None,
-        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
+        train_sampling_strategy=("sequential" if recipe.data.order == "by_source" else
+                                 "group_by_length" if t.group_by_length else "random"),
         length_column_name="length",
         remove_unused_columns=False,
         label_names=["labels"],
