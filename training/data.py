@@ -219,9 +219,7 @@ def encode_plain_instruction(tokenizer, messages: list[dict[str, str]]) -> tuple
     """Without a chat template: BOS + prompt + blank line, then the answer and EOS, loss on the answer."""
     if len(messages) != 2:
         raise UserError("conversation data needs the model's chat template; set data.chat_template true.")
-    prompt = tokenizer(messages[0]["content"] + "\n\n", add_special_tokens=True)["input_ids"]
-    answer = tokenizer(messages[1]["content"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    return prompt + answer, [IGNORE] * len(prompt) + answer
+    return encode_completion(tokenizer, messages[0]["content"] + "\n\n", messages[1]["content"])
 
 
 def encode_completion(tokenizer, prompt: str, completion: str) -> tuple[list[int], list[int]]:
