@@ -114,3 +114,17 @@ def test_a_data_mix_names_the_generator_and_checks_its_settings(tmp_path):
     mix.write_text(yaml.safe_dump({"sources": [{"generate": "poems"}]}))
     with pytest.raises(UserError, match="the generator is `retrieval`"):
         load_mix(mix)
+
+
+def test_a_mix_digest_changes_with_what_its_records_are_made_from(tmp_path):
+    from lceval.training.data import mix_digest
+
+    (tmp_path / "a.jsonl").write_text('{"text": "one"}\n')
+    mix = tmp_path / "mix.yaml"
+    mix.write_text(yaml.safe_dump({"sources": ["a.jsonl", {"generate": "retrieval", "samples": 5, "seed": 2}]}))
+    first = mix_digest(load_mix(mix), 0)
+    assert mix_digest(load_mix(mix), 0) == first and mix_digest(load_mix(mix), 1) != first
+    (tmp_path / "a.jsonl").write_text('{"text": "two"}\n')
+    assert mix_digest(load_mix(mix), 0) != first
+    mix.write_text(yaml.safe_dump({"sources": ["a.jsonl", {"generate": "retrieval", "samples": 6, "seed": 2}]}))
+    assert len({first, mix_digest(load_mix(mix), 0)}) == 2

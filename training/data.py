@@ -19,10 +19,11 @@ template; the tokens of each assistant turn (its end-of-turn token included) car
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -127,6 +128,19 @@ def source_records(source: Source, seed: int) -> list[dict[str, Any]]:
 
         return list(generate(source.generate))
     return subset(read_records(source.path), source.count, seed, source.path)
+
+
+def mix_digest(sources: list[Source], seed: int) -> str:
+    """sha256 of what a mix's records are made from: each file's bytes, subset and kind, each generator's settings,
+    and the seed; the same digest means the same records, without reading or generating them."""
+    digest = hashlib.sha256(str(seed).encode())
+    for source in sources:
+        if source.generate is not None:
+            digest.update(json.dumps(asdict(source.generate), sort_keys=True).encode())
+        else:
+            digest.update(json.dumps([source.path.name, source.count, source.kind]).encode())
+            digest.update(hashlib.sha256(files.read_bytes(source.path, "data file")).digest())
+    return digest.hexdigest()
 
 
 def mix_texts(sources: list[Source], seed: int) -> list[str]:

@@ -59,23 +59,20 @@ def tiny_llama_shape(recipe: Recipe):
 
 
 def _tiny_llama(recipe: Recipe) -> Path:
-    """builtin:tiny-llama with `model.build`'s shape, cached by that shape (and by its tokenizer's corpus)."""
+    """builtin:tiny-llama with `model.build`'s shape, cached by that shape (and by what its tokenizer's corpus, the
+    data mix, is made from)."""
     import hashlib
 
     from lceval.demo import build_tiny_llama, cache_dir
+    from lceval.training.data import load_mix, mix_digest, mix_texts
 
     build = tiny_llama_shape(recipe)
-    corpus = None
-    if build.tokenizer == "mix":
-        from lceval.training.data import load_mix, mix_texts
-
-        corpus = mix_texts(load_mix(recipe.resolve(recipe.data.mix)), recipe.data.seed)
-    shape = json.dumps(asdict(build), sort_keys=True)
-    digest = hashlib.sha256((shape + json.dumps(corpus)).encode()).hexdigest()[:12]
+    sources = load_mix(recipe.resolve(recipe.data.mix)) if build.tokenizer == "mix" else None
+    key = json.dumps(asdict(build), sort_keys=True) + (mix_digest(sources, recipe.data.seed) if sources else "")
     name = f"tiny-llama-seed{build.seed}-w{build.window}-theta{float(build.rope_theta):g}"
-    path = cache_dir() / "training" / f"{name}-{digest}"
-    if not (path / "config.json").exists():
-        build_tiny_llama(path, shape=build, corpus=corpus)
+    path = cache_dir() / "training" / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+    if not (path / "config.json").exists():  # the corpus is made only for a model not built before
+        build_tiny_llama(path, shape=build, corpus=mix_texts(sources, recipe.data.seed) if sources else None)
     return path
 
 
