@@ -32,7 +32,9 @@ def run(
     model: Annotated[str | None, typer.Option(help="Local checkpoint folder, hub id, GGUF file, or a name from "
                                                    f"`lceval models`; default: {DEFAULT_MODEL}.")] = None,
     adapter: Annotated[str | None, typer.Option(help="PEFT adapter folder to apply to the model (--backend openai: "
-                                                     "or a served LoRA module name).")] = None,
+                                                     "or a served LoRA module name); a comma list (none: the "
+                                                     "model alone) runs each checkpoint, one run folder each, "
+                                                     "in one engine start.")] = None,
     revision: Annotated[str | None, typer.Option(help="Hub revision of --model.")] = None,
     tasks: Annotated[str | None, typer.Option(help="Comma-separated tasks, e.g. needle,longbench.")] = None,
     backend: Annotated[str | None, typer.Option(help="auto (vLLM where it starts, else hf), vllm, hf or openai "
@@ -94,7 +96,7 @@ def run(
 ) -> None:
     """Run tasks on a model and write a run folder (manifest, samples, results, pictures)."""
     from lceval.config import build_config
-    from lceval.runner import execute
+    from lceval.runner import execute_checkpoints
 
     if calibrate_from is not None and not dry_run:
         raise UserError(f"--calibrate-from {calibrate_from} applies to --dry-run; add --dry-run, or drop it.")
@@ -109,13 +111,15 @@ def run(
                  max_retries=max_retries, openai_api=openai_api)
     cfg = build_config(config, flags, task_option or [])
     if dry_run:
+        from lceval.runner import checkpoint_configs
         from lceval.runner import dry_run as plan_only
 
-        _print_plan(plan_only(cfg, console, calibrate_from))
+        for one in checkpoint_configs(cfg):
+            _print_plan(plan_only(one, console, calibrate_from))
         return
-    run_dir = execute(cfg, console)
-    _print_results(run_dir)
-    console.print(f"run folder: {run_dir}")
+    for run_dir in execute_checkpoints(cfg, console):
+        _print_results(run_dir)
+        console.print(f"run folder: {run_dir}")
 
 
 def _print_plan(dry) -> None:

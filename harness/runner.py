@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -235,8 +235,25 @@ def open_backend(requested: str, settings: BackendSettings, console: Console) ->
     return backend
 
 
-def execute(cfg: RunConfig, console: Console, backend: Backend | None = None) -> Path:
-    """Run (or continue) a run; returns its folder. A caller may lend an open backend (kept open after)."""
+def start_backend(requested: str, settings: BackendSettings, model_spec: str, console: Console) -> Backend:
+    """open_backend, with what an engine refuses said in one sentence."""
+    try:
+        return open_backend(requested, settings, console)
+    except UserError:
+        raise
+    except Exception as err:
+        # The model and settings were checked before (lceval.model_checks, RunConfig); what an engine still
+        # refuses (too little memory for its cache, more GPUs than there are) is said in one sentence.
+        reason = " ".join(str(err).split())[:300] or type(err).__name__
+        raise UserError(f"backend {requested} could not start on model {model_spec} ({type(err).__name__}: "
+                        f"{reason}); check the backend's settings (--gpu-memory-utilization, "
+                        "--tensor-parallel-size, --max-length) or use another --backend.") from err
+
+
+def execute(cfg: RunConfig, console: Console, backend: Backend | None = None,
+            engine_start_s: float | None = None) -> Path:
+    """Run (or continue) a run; returns its folder. A caller may lend an open backend (kept open after), with the
+    engine start this run is to be charged (None: it paid none)."""
     p = plan(cfg, console)
     cfg = p.config  # the settings as run: a named model's run defaults applied
     run = p.run
@@ -257,17 +274,10 @@ def execute(cfg: RunConfig, console: Console, backend: Backend | None = None) ->
         lent = backend is not None
         started = time.monotonic()
         try:
-            backend = backend or open_backend(requested, settings, console)
-        except Exception as err:
+            backend = backend or start_backend(requested, settings, p.model.spec, console)
+        except UserError:
             run.remove_if_empty()  # a backend that cannot start leaves no empty run folder behind
-            if isinstance(err, UserError):
-                raise
-            # The model and settings were checked before (lceval.model_checks, RunConfig); what an engine still
-            # refuses (too little memory for its cache, more GPUs than there are) is said in one sentence.
-            reason = " ".join(str(err).split())[:300] or type(err).__name__
-            raise UserError(f"backend {requested} could not start on model {p.model.spec} ({type(err).__name__}: "
-                            f"{reason}); check the backend's settings (--gpu-memory-utilization, "
-                            "--tensor-parallel-size, --max-length) or use another --backend.") from err
+            raise
         try:
             if previous and backend.name != previous:
                 raise UserError(f"run {run.path} was run on backend {previous}, not {backend.name}; "
@@ -276,7 +286,7 @@ def execute(cfg: RunConfig, console: Console, backend: Backend | None = None) ->
             session["backend"] = backend.name
             # The engine start as this run paid it (none where a caller lent an open backend); each task's cost
             # is added, and the manifest written, as the task finishes (lceval.cost).
-            engine_start = None if lent else time.monotonic() - started
+            engine_start = engine_start_s if lent else time.monotonic() - started
             tasks_cost: dict[str, dict[str, Any]] = {}
             session["cost"] = cost.session_cost(engine_start, tasks_cost)
             run.write_manifest(p.manifest)
@@ -292,6 +302,85 @@ def execute(cfg: RunConfig, console: Console, backend: Backend | None = None) ->
                 backend.close()
     finish(p, console)
     return run.path
+
+
+# ------------------------------------------------------------------------------------- several checkpoints
+
+NO_ADAPTER = "none"  # in a list of --adapter checkpoints: the model alone
+
+
+def checkpoint_configs(cfg: RunConfig) -> list[RunConfig]:
+    """One run's settings per checkpoint of a comma list --adapter (`none`: the model without an adapter)."""
+    names = [name.strip() for name in (cfg.adapter or "").split(",")]
+    if len(names) < 2:
+        return [cfg]
+    if any(not name for name in names):
+        raise UserError(f"--adapter {cfg.adapter!r} has an empty item; give folders separated by commas, e.g. "
+                        "none,out/checkpoint-200,out/checkpoint-400.")
+    if len(set(names)) < len(names):
+        raise UserError(f"--adapter {cfg.adapter!r} names a checkpoint twice; give each once.")
+    if cfg.run_id:
+        raise UserError(f"--run-id {cfg.run_id} names one run folder, and --adapter gives {len(names)} checkpoints; "
+                        "drop --run-id (each checkpoint gets its own default run id).")
+    return [replace(cfg, adapter=None if name == NO_ADAPTER else name) for name in names]
+
+
+def _shared(settings: BackendSettings) -> BackendSettings:
+    """What must be equal for one engine to serve two checkpoints: every setting but the adapter's own."""
+    extra = {k: v for k, v in settings.extra.items() if k != "adapter_modules_to_save"}
+    return replace(settings, adapter_path=None, adapter_rank=None, extra=extra)
+
+
+def execute_checkpoints(cfg: RunConfig, console: Console) -> list[Path]:
+    """`lceval run --adapter none,A,B`: one run folder per checkpoint, exactly as separate runs would write them,
+    with one engine start where the backend can switch adapters (the first run is charged the start).
+
+    Every checkpoint is planned before the engine starts; checkpoints that need different engine settings (an
+    adapter trained with another RoPE or window than the others) are refused in one sentence.
+    """
+    configs = checkpoint_configs(cfg)
+    if len(configs) == 1:
+        return [execute(configs[0], console)]
+    plans = [plan(c, console, write=False) for c in configs]
+    settings = [_backend_settings(p) for p in plans]
+    for p, s in zip(plans[1:], settings[1:], strict=True):
+        first, this = _shared(settings[0]), _shared(s)
+        differing = [f.name for f in fields(BackendSettings) if getattr(first, f.name) != getattr(this, f.name)]
+        if differing:
+            names = [c.adapter or NO_ADAPTER for c in (configs[0], p.config)]
+            raise UserError(f"checkpoints {names[0]} and {names[1]} need a different {differing[0]} "
+                            f"({getattr(first, differing[0])} and {getattr(this, differing[0])}), so one engine "
+                            "cannot serve both; run them one by one, or set --rope-theta and --max-length for all.")
+    folders = [p.run.path for p in plans]
+    for i, folder in enumerate(folders):
+        if folder in folders[:i]:
+            raise UserError(f"checkpoints {configs[folders.index(folder)].adapter} and {configs[i].adapter} would "
+                            f"share the run folder {folder}; rename one of their folders.")
+    adapters = [p.adapter for p in plans if p.adapter is not None]
+    trained = sorted({m for a in adapters for m in a.modules_to_save})
+    engine = replace(settings[0], adapter_paths=tuple(a.path for a in adapters),
+                     adapter_rank=max((a.rank or 0 for a in adapters), default=0) or None,
+                     extra={**settings[0].extra, "adapter_modules_to_save": trained})
+    requested = plans[0].config.backend
+    if requested != "auto" and not registry.backends.get(requested).swaps_adapters:
+        console.print(f"backend {requested} cannot switch adapters: one engine start per checkpoint.")
+        return [execute(c, console) for c in configs]
+    started = time.monotonic()
+    backend = start_backend(requested, engine, plans[0].model.spec, console)
+    start_s = time.monotonic() - started
+    if not backend.swaps_adapters:
+        backend.close()
+        console.print(f"backend {backend.name} cannot switch adapters: one engine start per checkpoint.")
+        return [execute(c, console) for c in configs]
+    folders = []
+    try:
+        for i, (c, p) in enumerate(zip(configs, plans, strict=True)):
+            backend.use_adapter(p.adapter.path if p.adapter else None)
+            console.print(f"checkpoint {i + 1} of {len(configs)}: {c.adapter or 'the model without an adapter'}")
+            folders.append(execute(c, console, backend=backend, engine_start_s=start_s if i == 0 else None))
+    finally:
+        backend.close()
+    return folders
 
 
 def _todo(p: Plan, records: list[dict[str, Any]]) -> list[tuple[Task, Sample]]:

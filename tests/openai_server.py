@@ -89,13 +89,13 @@ class VLLMServer:
             pass
 
 
-def make_lora_adapter(model: Path, out: Path) -> Path:
+def make_lora_adapter(model: Path, out: Path, seed: int = 1) -> Path:
     """A real PEFT LoRA adapter (rank 16) on the demo model with large weights, so that it changes outputs."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    torch.manual_seed(1)
+    torch.manual_seed(seed)
     base = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
     config = LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
                         init_lora_weights=False)

@@ -261,9 +261,11 @@ class DataReport:
 
 
 def build_examples(tokenizer, sources: list[Source], *, max_length: int, overlong: str, chat_template: bool,
-                   seed: int, progress=None, by_source: bool = False) -> tuple[list[dict[str, Any]], DataReport]:
+                   seed: int, progress=None, by_source: bool = False,
+                   train_on_input: bool = False) -> tuple[list[dict[str, Any]], DataReport]:
     """Every record of the mix as {input_ids, labels, length}, in a seeded shuffled order; with `by_source`, each
-    source's examples shuffled on their own and the sources one after another in the listed order."""
+    source's examples shuffled on their own and the sources one after another in the listed order; with
+    `train_on_input`, every token of a sample is a label, not only its answer."""
     if chat_template and tokenizer.chat_template is None:
         needs = any(s.kind in ("instruction", "conversation") for s in sources)
         if needs:
@@ -295,6 +297,8 @@ def build_examples(tokenizer, sources: list[Source], *, max_length: int, overlon
                         continue
                     ids, labels = ids[:max_length], labels[:max_length]
                     report.truncated += 1
+            if train_on_input:
+                labels = list(ids)
             if all(label == IGNORE for label in labels[1:]):
                 report.dropped_no_labels += 1
             else:

@@ -93,6 +93,9 @@ class DataSection:
     # shuffled: the whole mix in one seeded random order; by_source: a curriculum, each source shuffled on its own
     # and the sources trained one after another in the listed order (a sequential sampler, one pass)
     order: Literal["shuffled", "by_source"] = "shuffled"
+    # false: only the answer (assistant turns, a completion) is learned; true: every token of the sample is, prompt
+    # included (torchtune's train_on_input): the signal a model trained from scratch needs to learn to read
+    train_on_input: bool = False
 
 
 @settings_class

@@ -145,7 +145,7 @@ def build_datasets(recipe: Recipe, tokenizer, console: Console | None = None):
     d = recipe.data
     sources = load_mix(recipe.resolve(d.mix))
     settings = {"max_length": d.max_length, "overlong": d.overlong, "chat_template": d.chat_template, "seed": d.seed,
-                "by_source": d.order == "by_source"}
+                "by_source": d.order == "by_source", "train_on_input": d.train_on_input}
     if console is not None:
         with sample_progress(console) as progress:
             examples, report = build_examples(tokenizer, sources, progress=progress, **settings)

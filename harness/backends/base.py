@@ -15,8 +15,11 @@ class BackendSettings:
 
     model_path: Path
     max_length: int
-    adapter_path: Path | None = None
-    adapter_rank: int | None = None
+    adapter_path: Path | None = None  # the adapter served first (None: the model alone)
+    adapter_rank: int | None = None  # the largest rank of the adapters served
+    # Every adapter the engine may be switched to with Backend.use_adapter (several checkpoints per engine start,
+    # `lceval run --adapter none,A,B`); empty for a run of one checkpoint.
+    adapter_paths: tuple[Path, ...] = ()
     rope_theta: float | None = None
     rope_parameters: dict[str, Any] | None = None  # a whole RoPE setting (an adapter's, from lceval train)
     dtype: str = "auto"
@@ -60,6 +63,7 @@ class Backend(ABC):
 
     name: str = ""
     tokenizer: Any = None  # the model's own tokenizer, set by the subclass
+    swaps_adapters: bool = False  # use_adapter works: one engine serves several checkpoints of one model
 
     def __init__(self, settings: BackendSettings):
         self.settings = settings
@@ -76,6 +80,11 @@ class Backend(ABC):
         from lceval.errors import UserError
 
         raise UserError(f"backend {self.name} cannot score log-likelihoods; use --backend hf or vllm.")
+
+    def use_adapter(self, path: Path | None) -> None:
+        """Serve the adapter at `path`, one of settings.adapter_paths (None: the model alone), from the next request
+        on. Only where `swaps_adapters`; the runner otherwise starts one engine per checkpoint."""
+        raise NotImplementedError(f"backend {self.name} cannot switch adapters")
 
     @abstractmethod
     def identity(self) -> dict[str, Any]:

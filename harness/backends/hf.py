@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
+from contextlib import nullcontext
+from pathlib import Path
 from typing import Any
 
 from lceval.backends.base import (
@@ -27,6 +29,7 @@ class HFBackend(Backend):
     """transformers in-process, batched greedy generation, SDPA attention, PEFT adapters."""
 
     name = "hf"
+    swaps_adapters = True
 
     def __init__(self, settings):
         super().__init__(settings)
@@ -48,14 +51,33 @@ class HFBackend(Backend):
             attn_implementation="sdpa",
             trust_remote_code=settings.trust_remote_code,
         )
-        if settings.adapter_path is not None:
+        # PEFT names the one adapter of a run "default"; several checkpoints are loaded side by side, one active.
+        paths = settings.adapter_paths or ((settings.adapter_path,) if settings.adapter_path is not None else ())
+        self._adapter_names = {path: "default" if i == 0 else f"checkpoint-{i}" for i, path in enumerate(paths)}
+        if paths:
             from peft import PeftModel
 
-            model = PeftModel.from_pretrained(model, settings.adapter_path)
+            model = PeftModel.from_pretrained(model, paths[0])
+            for path in paths[1:]:
+                model.load_adapter(path, adapter_name=self._adapter_names[path])
         self.model = model.eval()
+        self._adapter = settings.adapter_path
+        if paths:
+            self.use_adapter(settings.adapter_path)
         pad = self.tokenizer.pad_token_id
         eos = generation_eos(path)
         self._pad_id = pad if pad is not None else (eos[0] if eos else 0)
+
+    def use_adapter(self, path: Path | None) -> None:
+        if path is not None:
+            self.model.set_adapter(self._adapter_names[path])
+        self._adapter = path
+
+    def _model_as_served(self):
+        """The model with the adapter in use; with none, PEFT's adapters switched off (the base's own layers)."""
+        if self._adapter is None and self._adapter_names:
+            return self.model.disable_adapter()
+        return nullcontext()
 
     def generate(self, requests: Sequence[GenerationRequest]) -> Iterator[tuple[int, Generation]]:
         groups: dict[tuple, list[int]] = defaultdict(list)
@@ -87,7 +109,7 @@ class HFBackend(Backend):
             eos_token_id=list(stops) or None,
             pad_token_id=self._pad_id,
         )
-        with torch.inference_mode():
+        with torch.inference_mode(), self._model_as_served():
             out = self.model.generate(input_ids=input_ids, attention_mask=attention, generation_config=config)
         results = []
         for row in out[:, width:].tolist():
@@ -102,7 +124,7 @@ class HFBackend(Backend):
         results = []
         for request in requests:
             ids = torch.tensor([[*request.context_ids, *request.continuation_ids]])
-            with torch.inference_mode():
+            with torch.inference_mode(), self._model_as_served():
                 logits = self.model(input_ids=ids).logits[0].float()
             n = len(request.continuation_ids)
             # Position t predicts token t + 1: the continuation is predicted by the n positions before its end.
@@ -117,7 +139,7 @@ class HFBackend(Backend):
         import transformers
 
         versions = {"transformers": transformers.__version__, "torch": torch.__version__}
-        if self.settings.adapter_path is not None:
+        if self._adapter is not None:
             import peft
 
             versions["peft"] = peft.__version__

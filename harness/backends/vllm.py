@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from lceval.backends.base import (
@@ -39,12 +40,14 @@ class VLLMBackend(Backend):
     """vLLM in-process engine: greedy, explicit max_model_len, stop ids, LoRA adapters, RoPE overrides."""
 
     name = "vllm"
+    swaps_adapters = True
 
     def __init__(self, settings):
         super().__init__(settings)
         trained = settings.extra.get("adapter_modules_to_save")
         if trained:
-            raise UserError(f"adapter {settings.adapter_path} fully trains {', '.join(trained)}, which vLLM's LoRA "
+            raise UserError(f"adapter {settings.adapter_path or settings.adapter_paths[0]} fully trains "
+                            f"{', '.join(trained)}, which vLLM's LoRA "
                             "cannot load; merge it into the model (lceval export --merge) or use --backend hf.")
         import vllm
         from transformers import AutoConfig
@@ -69,16 +72,25 @@ class VLLMBackend(Backend):
         }
         if overrides:
             kwargs["hf_overrides"] = overrides
-        if settings.adapter_path is not None:
+        if settings.adapter_path is not None or settings.adapter_paths:
             kwargs.update(enable_lora=True, max_loras=1, max_lora_rank=max(settings.adapter_rank or 8, 8))
         self._kwargs = kwargs
         self.llm = vllm.LLM(**kwargs)
         self.tokenizer = self.llm.get_tokenizer()
+        # One LoRA request per checkpoint, each with its own id (vLLM keys its prefix cache by it).
+        paths = settings.adapter_paths or ((settings.adapter_path,) if settings.adapter_path is not None else ())
+        self._lora_ids = {path: i + 1 for i, path in enumerate(paths)}
         self._lora = None
-        if settings.adapter_path is not None:
-            from vllm.lora.request import LoRARequest
+        self.use_adapter(settings.adapter_path)
 
-            self._lora = LoRARequest("adapter", 1, str(settings.adapter_path))
+    def use_adapter(self, path: Path | None) -> None:
+        from vllm.lora.request import LoRARequest
+
+        if path is None:
+            self._lora = None
+        else:
+            number = self._lora_ids[path]
+            self._lora = LoRARequest("adapter" if number == 1 else f"adapter-{number}", number, str(path))
 
     def generate(self, requests: Sequence[GenerationRequest]) -> Iterator[tuple[int, Generation]]:
         from vllm import SamplingParams, TokensPrompt
