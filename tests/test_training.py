@@ -239,6 +239,21 @@ def test_a_by_source_mix_is_trained_source_after_source(demo_tokenizer, tmp_path
         load_recipe(ROOT / "recipes" / "tiny-qlora-cpu.yaml", ["data.order=by_source"])
 
 
+def test_train_on_input_learns_the_prompt_as_well_as_the_answer(demo_tokenizer, tmp_path):
+    """data.train_on_input: every token of a sample is a label (a model trained from scratch learns to read from
+    its prompts too); by default only the completion is."""
+    record = {"prompt": "The code is 4417. What is the code? The code is", "completion": " 4417."}
+    (tmp_path / "keys.jsonl").write_text(json.dumps(record) + "\n")
+    (tmp_path / "mix.yaml").write_text("sources:\n  - keys.jsonl\n")
+    sources = tdata.load_mix(tmp_path / "mix.yaml")
+    settings = {"max_length": 64, "overlong": "drop", "chat_template": False, "seed": 0}
+    (answer_only,), _ = tdata.build_examples(demo_tokenizer, sources, **settings)
+    (whole,), _ = tdata.build_examples(demo_tokenizer, sources, train_on_input=True, **settings)
+    assert whole["input_ids"] == answer_only["input_ids"] and whole["labels"] == whole["input_ids"]
+    learned = [t for t in answer_only["labels"] if t != tdata.IGNORE]
+    assert demo_tokenizer.decode(learned, skip_special_tokens=True) == " 4417."
+
+
 def test_packing_restarts_positions_and_never_predicts_across_samples():
     examples = [{"input_ids": [1, 2, 3], "labels": [1, 2, 3], "length": 3},
                 {"input_ids": [4, 5], "labels": [-100, 5], "length": 2},
