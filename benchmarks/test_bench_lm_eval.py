@@ -69,7 +69,7 @@ def test_lceval_against_lm_eval_on_transformers(benchmark, demo_model, tmp_path)
 
     benchmark.pedantic(ours, rounds=1)
     started = time.perf_counter()
-    out = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={demo_model},dtype=float32",
+    out = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={demo_model},dtype=float32,device=cpu",
                                   tasks=["lceval_prompts"], batch_size=BATCH, log_samples=True,
                                   task_manager=TaskManager(include_path=str(tmp_path / "tasks")))
     times["lm-eval"] = time.perf_counter() - started
