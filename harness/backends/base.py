@@ -30,6 +30,11 @@ class BackendSettings:
     tensor_parallel_size: int = 1  # vLLM in-process: GPUs one model is split over
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def served_adapters(self) -> tuple[Path, ...]:
+        """Every adapter the engine loads: adapter_paths, else the one adapter_path, else none."""
+        return self.adapter_paths or ((self.adapter_path,) if self.adapter_path is not None else ())
+
 
 @dataclass(frozen=True)
 class GenerationRequest:

@@ -52,7 +52,7 @@ class HFBackend(Backend):
             trust_remote_code=settings.trust_remote_code,
         )
         # PEFT names the one adapter of a run "default"; several checkpoints are loaded side by side, one active.
-        paths = settings.adapter_paths or ((settings.adapter_path,) if settings.adapter_path is not None else ())
+        paths = settings.served_adapters
         self._adapter_names = {path: "default" if i == 0 else f"checkpoint-{i}" for i, path in enumerate(paths)}
         if paths:
             from peft import PeftModel
@@ -61,7 +61,7 @@ class HFBackend(Backend):
             for path in paths[1:]:
                 model.load_adapter(path, adapter_name=self._adapter_names[path])
         self.model = model.eval()
-        self._adapter = settings.adapter_path
+        self._adapter: Path | None = None
         if paths:
             self.use_adapter(settings.adapter_path)
         pad = self.tokenizer.pad_token_id

@@ -46,7 +46,7 @@ class VLLMBackend(Backend):
         super().__init__(settings)
         trained = settings.extra.get("adapter_modules_to_save")
         if trained:
-            raise UserError(f"adapter {settings.adapter_path or settings.adapter_paths[0]} fully trains "
+            raise UserError(f"adapter {settings.served_adapters[0]} fully trains "
                             f"{', '.join(trained)}, which vLLM's LoRA "
                             "cannot load; merge it into the model (lceval export --merge) or use --backend hf.")
         import vllm
@@ -72,14 +72,13 @@ class VLLMBackend(Backend):
         }
         if overrides:
             kwargs["hf_overrides"] = overrides
-        if settings.adapter_path is not None or settings.adapter_paths:
+        if settings.served_adapters:
             kwargs.update(enable_lora=True, max_loras=1, max_lora_rank=max(settings.adapter_rank or 8, 8))
         self._kwargs = kwargs
         self.llm = vllm.LLM(**kwargs)
         self.tokenizer = self.llm.get_tokenizer()
         # One LoRA request per checkpoint, each with its own id (vLLM keys its prefix cache by it).
-        paths = settings.adapter_paths or ((settings.adapter_path,) if settings.adapter_path is not None else ())
-        self._lora_ids = {path: i + 1 for i, path in enumerate(paths)}
+        self._lora_ids = {path: i + 1 for i, path in enumerate(settings.served_adapters)}
         self._lora = None
         self.use_adapter(settings.adapter_path)
 
