@@ -179,6 +179,23 @@ def test_conversation_labels_cover_assistant_turns_token_by_token(demo_tokenizer
     assert "What is the secret color?" in masked and "And the city?" in masked and "Lima" not in masked
 
 
+def test_an_answer_is_learned_after_the_prompt_tokens_a_model_is_given():
+    """The prompt up to an answer is tokenised as at inference (the generation prompt's blank line is one token of
+    this byte-level BPE; tokenised together with the answer it became two newline tokens, so a model trained that
+    way met a prompt at inference that it had never seen before an answer)."""
+    from lceval.demo import build_tokenizer
+
+    # a corpus full of blank lines, as lceval-mini's is: its BPE learns the blank line as one token
+    tokenizer = build_tokenizer(400, corpus=["The key is here.\n\n\nWhere is the key?\n\n", "It is gone.\n\n"] * 50)
+    messages = [{"role": "user", "content": "Where is the key?"}, {"role": "assistant", "content": "The key is here."}]
+    prompt = tokenizer.apply_chat_template(messages[:1], tokenize=False, add_generation_prompt=True)
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    assert tokenizer.convert_ids_to_tokens(prompt_ids[-1]) == "ĊĊ"  # the case that matters
+    ids, labels = tdata.encode_chat(tokenizer, messages)
+    assert ids[:len(prompt_ids)] == prompt_ids
+    assert set(labels[:len(prompt_ids)]) == {tdata.IGNORE} and tdata.IGNORE not in labels[len(prompt_ids):]
+
+
 def test_instruction_text_and_subsets(demo_tokenizer, tmp_path):
     ids, labels = tdata.encode_chat(demo_tokenizer, tdata.to_messages(
         {"instruction": "Read this.", "input": "Passage.", "output": "Answer 42."}, "instruction", tmp_path))

@@ -219,13 +219,25 @@ def assistant_spans(tokenizer, messages: list[dict[str, str]]) -> tuple[str, lis
 
 
 def encode_chat(tokenizer, messages: list[dict[str, str]]) -> tuple[list[int], list[int]]:
-    """Token ids and labels: each token that starts inside an assistant span is learned, the rest is -100."""
+    """Token ids and labels of a conversation, tokenised as a model meets it when it answers: the text up to each
+    assistant turn (ending in the generation prompt) on its own, then that turn (answer and end-of-turn) on its
+    own; labels on the assistant turns only. Tokenised whole, a byte-level BPE splits the generation prompt's
+    trailing blank line differently when an answer follows it (two newline tokens instead of one blank-line
+    token), and a model trained on that meets a prompt at inference that it never saw before an answer."""
     text, spans = assistant_spans(tokenizer, messages)
-    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    ids, labels = list(encoded["input_ids"]), []
-    for token, (start, end) in zip(ids, encoded["offset_mapping"], strict=True):
-        inside = any(a <= start < b for a, b in spans) and end > start
-        labels.append(token if inside else IGNORE)
+    ids: list[int] = []
+    labels: list[int] = []
+    pieces = []
+    at = 0
+    for start, end in spans:
+        pieces += [(text[at:start], False), (text[start:end], True)]
+        at = end
+    pieces.append((text[at:], False))
+    for piece, learned in pieces:
+        if piece:
+            piece_ids = tokenizer(piece, add_special_tokens=False)["input_ids"]
+            ids += piece_ids
+            labels += piece_ids if learned else [IGNORE] * len(piece_ids)
     return ids, labels
 
 

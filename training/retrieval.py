@@ -103,6 +103,17 @@ class Writer:
         word = "".join(self.rng.choice(syllables) for _ in range(self.rng.randint(2, 3)))
         return word.capitalize()
 
+    def word(self) -> str:
+        """One word of a run: from the word lists, an invented name, random letters or a number."""
+        draw = self.rng.random()
+        if draw < 0.4:
+            return self.rng.choice(copy_pool())
+        if draw < 0.6:
+            return self.name()
+        if draw < 0.85:
+            return "".join(self.rng.choice(LETTERS) for _ in range(self.rng.randint(2, 9)))
+        return str(self.rng.randint(0, 10 ** self.rng.randint(1, 6)))
+
     def fill(self, pattern: str, **given: str) -> str:
         def slot(match: re.Match) -> str:
             key = match.group(1)
@@ -119,7 +130,12 @@ class Writer:
     def fact(self) -> tuple[str, str, str]:
         """(subject, needle sentence, its verb) of one fact."""
         subject = self.fill(self.rng.choice(self.vocab["subjects"]))
-        value = self.fill(self.rng.choice(self.vocab["values"]))
+        # Half the values follow a shape, half are runs of unrelated words: a value that the shapes predict can be
+        # guessed, so only the second kind makes copying it from the needle the one way to get it right.
+        if self.rng.random() < 0.5:
+            value = self.fill(self.rng.choice(self.vocab["values"]))
+        else:
+            value = " ".join(self.word() for _ in range(self.rng.randint(2, 10)))
         copula = self.rng.choice(self.vocab["copulas"])
         return subject, f"The {subject} {copula} {value}.", copula
 
@@ -151,11 +167,12 @@ class Writer:
         return sentences
 
     def bury(self, sentences: list[str], inserts: list[str]) -> str:
-        """The filler with each insert placed between two sentences at a random depth."""
+        """The filler with each insert placed between two sentences at a random depth, set off by a space, a line
+        break or a blank line (the tasks' needles stand on lines of their own)."""
         out = list(sentences)
         for insert in inserts:
-            out.insert(self.rng.randint(0, len(out)), insert)
-        return " ".join(out)
+            out.insert(self.rng.randint(0, len(out)), self.rng.choice(SEPARATORS).join(("", insert, "")))
+        return " ".join(out).replace(" \n", "\n").replace("\n ", "\n").strip(" ")
 
 
 def needle_sample(w: Writer, n_chars: int, distractors: int) -> dict[str, Any]:
@@ -206,14 +223,15 @@ def topic_sample(w: Writer, n_chars: int) -> dict[str, Any]:
 
 
 def copy_sample(w: Writer, n_chars: int) -> dict[str, Any]:
-    """Distinct words (a tenth of them invented names) said once as the prompt and again as the completion: each
-    word of the copy follows the word it followed in the prompt, so only looking back predicts it."""
-    pool = sorted({word for key in COPY_WORDS for word in w.vocab[key]})
-    n_words = min(len(pool), max(4, n_chars // 16))
-    words = w.rng.sample(pool, n_words)
-    for i in range(len(words)):
-        if w.rng.random() < 0.1:
-            words[i] = w.name()
+    """A run of words said once as the prompt and again as the completion: each word of the copy follows the word
+    it followed in the prompt, so only looking back predicts it. The words are drawn from the word lists, invented
+    names, random letter strings and numbers (`Writer.word`), so that copying is learnt for every piece of the
+    vocabulary, not for a few hundred known words (an evaluation's needle is words never seen together)."""
+    words: list[str] = []
+    size = 0
+    while size < max(24, n_chars // 2):
+        words.append(w.word())
+        size += len(words[-1]) + 1
     run = " ".join(words)
     return {"prompt": f"{run}.", "completion": f" {run}.", "task": "copy"}
 
@@ -221,6 +239,14 @@ def copy_sample(w: Writer, n_chars: int) -> dict[str, Any]:
 COPY_WORDS = ("noun", "object", "thing", "place", "role", "animal", "food", "colour", "item", "gerund", "gerund2",
               "verb", "superlative", "weather", "daytime")
 
+
+@cache
+def copy_pool() -> tuple[str, ...]:
+    return tuple(sorted({word for key in COPY_WORDS for word in vocabulary()[key]}))
+
+
+LETTERS = "abcdefghijklmnopqrstuvwxyz"
+SEPARATORS = ("", "\n", "\n\n")
 
 def _text(record: dict[str, Any]) -> str:
     if "conversations" in record:
