@@ -36,11 +36,11 @@ def no_checkpoints(monkeypatch, tmp_path) -> Path:
 def test_both_mini_models_are_named_with_one_shared_grid():
     base, extended = (named_model(name) for name in MINI)
     assert base.task_options is extended.task_options is models.MINI_GRID
-    lengths = [160, 256, 512, 1024, 1536, 2048, 2496]
+    lengths = [160, 320, 640, 1280, 1920, 2560, 3136]
     assert models.MINI_GRID == {
         "needle": {"lengths": lengths, "num_depths": 5, "max_new_tokens": 64},
         "passkey": {"lengths": lengths, "num_depths": 5},
-        "topic": {"counts": [1, 2, 4, 8, 12], "cases": 5, "min_exchanges": 0, "max_exchanges": 0,
+        "topic": {"counts": [1, 2, 4, 8, 16], "cases": 5, "min_exchanges": 0, "max_exchanges": 0,
                   "max_new_tokens": 24},
     }
     assert base.run_defaults == {"max_length": 3200, "rope_theta": 10000.0} and extended.run_defaults == {}

@@ -103,9 +103,10 @@ class Writer:
         word = "".join(self.rng.choice(syllables) for _ in range(self.rng.randint(2, 3)))
         return word.capitalize()
 
-    def word(self) -> str:
-        """One word of a run: from the word lists, an invented name, random letters or a number."""
-        draw = self.rng.random()
+    def word(self, numbers: bool = True) -> str:
+        """One word of a run: from the word lists, an invented name, random letters or (where `numbers`) a
+        number."""
+        draw = self.rng.random() * (1.0 if numbers else 0.85)
         if draw < 0.4:
             return self.rng.choice(copy_pool())
         if draw < 0.6:
@@ -129,7 +130,14 @@ class Writer:
 
     def fact(self) -> tuple[str, str, str]:
         """(subject, needle sentence, its verb) of one fact."""
-        subject = self.fill(self.rng.choice(self.vocab["subjects"]))
+        # Half the subjects follow a shape, half are words of any kind around "of"/"in": with a few dozen shapes
+        # only, a model learns to match their words, not to find whatever the question names.
+        if self.rng.random() < 0.5:
+            subject = self.fill(self.rng.choice(self.vocab["subjects"]))
+        else:
+            subject = " ".join(self.word(numbers=False) for _ in range(self.rng.randint(1, 3)))
+            subject += f" {self.rng.choice(('of', 'in', 'for', 'to'))} " + " ".join(
+                self.word(numbers=False) for _ in range(self.rng.randint(1, 3)))
         # Half the values follow a shape, half are runs of unrelated words: a value that the shapes predict can be
         # guessed, so only the second kind makes copying it from the needle the one way to get it right.
         if self.rng.random() < 0.5:
@@ -191,7 +199,14 @@ def needle_sample(w: Writer, n_chars: int, distractors: int) -> dict[str, Any]:
 
 
 def key_sample(w: Writer, n_chars: int) -> dict[str, Any]:
+    # Half the keys go by a listed name, half by a name of any words: a model that has seen a few names only
+    # learns those names (it lost an unseen name such as the passkey task's as its training went on).
     names = w.rng.sample(w.vocab["key_names"], 2)
+    for i in range(2):
+        if w.rng.random() < 0.5:
+            names[i] = " ".join(w.word(numbers=False) for _ in range(w.rng.randint(1, 3)))
+    if names[0] == names[1]:
+        names[1] = w.vocab["key_names"][0] if names[0] != w.vocab["key_names"][0] else w.vocab["key_names"][1]
     keys = [str(w.rng.randint(10 ** (d - 1), 10**d - 1)) for d in (w.rng.randint(4, 7), w.rng.randint(4, 7))]
     line = w.rng.choice(w.vocab["key_lines"])
     inserts = [line.format(key_name=names[0], key=keys[0]).strip()]
