@@ -120,7 +120,8 @@ def test_a_data_mix_names_the_generator_and_checks_its_settings(tmp_path):
         load_mix(mix)
 
 
-def test_a_mix_digest_changes_with_what_its_records_are_made_from(tmp_path):
+def test_a_mix_digest_changes_with_what_its_records_are_made_from(tmp_path, monkeypatch):
+    from lceval.training import retrieval
     from lceval.training.data import mix_digest
 
     (tmp_path / "a.jsonl").write_text('{"text": "one"}\n')
@@ -131,4 +132,8 @@ def test_a_mix_digest_changes_with_what_its_records_are_made_from(tmp_path):
     (tmp_path / "a.jsonl").write_text('{"text": "two"}\n')
     assert mix_digest(load_mix(mix), 0) != first
     mix.write_text(yaml.safe_dump({"sources": ["a.jsonl", {"generate": "retrieval", "samples": 6, "seed": 2}]}))
-    assert len({first, mix_digest(load_mix(mix), 0)}) == 2
+    second = mix_digest(load_mix(mix), 0)
+    assert len({first, second}) == 2
+    # a generator that draws other records for the same settings is another mix (a cached tokenizer is not reused)
+    monkeypatch.setattr(retrieval, "GENERATOR_VERSION", retrieval.GENERATOR_VERSION + 1)
+    assert mix_digest(load_mix(mix), 0) != second

@@ -31,9 +31,11 @@ def stages(tmp_path_factory, lceval_cmd, cli_env) -> dict[str, Path]:
     _run([*lceval_cmd, "train", "--recipe", str(MINI / "base.yaml"), "--output-dir", str(base),
           f"data.mix={base_mix}", "training.max_steps=40", "training.warmup_steps=5", "training.logging_steps=1"],
          cli_env)
-    long_mix = _short_mix(MINI / "data" / "extended-mix.yaml", root / "extended-mix.yaml", 40)
+    # 8 long samples seen six times over: on a base of 40 steps, the loss of a shortened run falls only where the
+    # same samples come back (fresh samples of random words are as new at step 8 as at step 1)
+    long_mix = _short_mix(MINI / "data" / "extended-mix.yaml", root / "extended-mix.yaml", 8)
     _run([*lceval_cmd, "train", "--recipe", str(MINI / "extended.yaml"), "--output-dir", str(adapter),
-          f"model.base={base}", f"data.mix={long_mix}", "training.max_steps=8", "training.warmup_steps=1",
+          f"model.base={base}", f"data.mix={long_mix}", "training.max_steps=12", "training.warmup_steps=1",
           "training.logging_steps=1"], cli_env)
     _run([*lceval_cmd, "export", str(adapter), "--merge", "--output-dir", str(merged)], cli_env)
     return {"base": base, "adapter": adapter, "merged": merged}
@@ -61,7 +63,7 @@ def test_the_base_is_a_whole_model_trained_from_scratch_with_its_own_tokenizer(s
 def test_the_extended_stage_is_qlora_with_the_paper_s_rope_change(stages):
     adapter = stages["adapter"]
     losses = _losses(adapter)
-    assert len(losses) == 8 and sum(losses[-2:]) < sum(losses[:2]), losses
+    assert len(losses) == 12 and sum(losses[-2:]) < sum(losses[:2]), losses
     record = json.loads((adapter / "lceval_training.json").read_text())
     assert record["quantization"] == "4bit-nf4" and record["lora"]["modules_to_save"] == ["embed_tokens"]
     assert record["rope"]["rope_parameters"]["rope_theta"] == 160000.0

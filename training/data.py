@@ -131,11 +131,15 @@ def source_records(source: Source, seed: int) -> list[dict[str, Any]]:
 
 
 def mix_digest(sources: list[Source], seed: int) -> str:
-    """sha256 of what a mix's records are made from: each file's bytes, subset and kind, each generator's settings,
-    and the seed; the same digest means the same records, without reading or generating them."""
+    """sha256 of what a mix's records are made from: each file's bytes, subset and kind, each generator's settings
+    and identity (version and word lists), and the seed; the same digest means the same records, without reading
+    or generating them."""
     digest = hashlib.sha256(str(seed).encode())
     for source in sources:
         if source.generate is not None:
+            from lceval.training.retrieval import generator_identity
+
+            digest.update(generator_identity().encode())
             digest.update(json.dumps(asdict(source.generate), sort_keys=True).encode())
         else:
             digest.update(json.dumps([source.path.name, source.count, source.kind]).encode())

@@ -35,6 +35,9 @@ from lceval.errors import UserError
 from lceval.settings import Count, NonNegativeFloat, NonNegativeInt, Seed, settings_class
 
 KINDS = ("needle", "key", "topic", "copy")
+# Raised whenever the generator's code draws other records for the same settings (its word lists are hashed apart):
+# a cached model whose tokenizer was trained on generated records is keyed by it (training.data.mix_digest).
+GENERATOR_VERSION = 2
 _SLOT = re.compile(r"\{(\w+)\}")
 
 
@@ -54,9 +57,20 @@ class RetrievalSpec:
 
 
 @cache
+def _vocabulary_text() -> str:
+    return resources.files("lceval.training").joinpath("data/retrieval.yaml").read_text(encoding="utf-8")
+
+
+@cache
 def vocabulary() -> dict[str, Any]:
-    text = resources.files("lceval.training").joinpath("data/retrieval.yaml").read_text(encoding="utf-8")
-    return yaml.safe_load(text)
+    return yaml.safe_load(_vocabulary_text())
+
+
+def generator_identity() -> str:
+    """What the records of given settings are made by: the generator's version and its word lists' sha256."""
+    import hashlib
+
+    return f"retrieval/v{GENERATOR_VERSION}/{hashlib.sha256(_vocabulary_text().encode()).hexdigest()}"
 
 
 @cache
