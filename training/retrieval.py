@@ -8,8 +8,10 @@ the same shape), so that a model learns to retrieve rather than to recite:
 - key: completion style, no chat template (as the passkey task): a numbered key under a name, asked for by name.
 - topic: LongChat's record of conversations on invented topics (the topic task's own prompt and conversation
   generator); the answer is the first topic.
-- copy: a run of distinct words, then the same run again as the completion: the second run can only be predicted
-  by looking back (meant to teach a small model to copy; see the README for what it did in 3,000 steps).
+- copy: a run of words, then the same run again as the completion: the second run can only be predicted by looking
+  back (it teaches a small model to copy).
+Half the needle subjects and values and half the key names are runs of words of any kind (`Writer.word`), so that
+finding and copying, not knowing the word lists, is what answers them.
 Word lists and shapes are in training/data/retrieval.yaml. Every sample is checked against the evaluation data
 (`forbidden_strings`): no needle, question or key fact of the needle presets, no passkey filler sentence and no topic
 of the topic task's pool ever appears, so a model that answers them has read them in the prompt.
@@ -51,7 +53,7 @@ class RetrievalSpec:
     needle: NonNegativeFloat = 0.45  # the kinds' shares (normalised)
     key: NonNegativeFloat = 0.3
     topic: NonNegativeFloat = 0.25
-    copy: NonNegativeFloat = 0.0  # a run of distinct words said twice (loss on the second: a copy)
+    copy: NonNegativeFloat = 0.0  # a run of words said twice (loss on the second: a copy)
     distractors: NonNegativeInt = 2  # at most this many other facts of the needle's shape in a needle sample
     seed: Seed = 0
 
@@ -144,7 +146,7 @@ class Writer:
 
     def fact(self) -> tuple[str, str, str]:
         """(subject, needle sentence, its verb) of one fact."""
-        # Half the subjects follow a shape, half are words of any kind around "of"/"in": with a few dozen shapes
+        # Half the subjects follow a shape, half are words of any kind around a preposition: with a few dozen shapes
         # only, a model learns to match their words, not to find whatever the question names.
         if self.rng.random() < 0.5:
             subject = self.fill(self.rng.choice(self.vocab["subjects"]))
@@ -276,6 +278,7 @@ def copy_pool() -> tuple[str, ...]:
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 SEPARATORS = ("", "\n", "\n\n")
+
 
 def _text(record: dict[str, Any]) -> str:
     if "conversations" in record:
