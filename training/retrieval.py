@@ -131,6 +131,10 @@ class Writer:
             return "".join(self.rng.choice(LETTERS) for _ in range(self.rng.randint(2, 9)))
         return str(self.rng.randint(0, 10 ** self.rng.randint(1, 6)))
 
+    def words(self, low: int, high: int, numbers: bool = True) -> str:
+        """A run of `low` to `high` words of `word`."""
+        return " ".join(self.word(numbers) for _ in range(self.rng.randint(low, high)))
+
     def fill(self, pattern: str, **given: str) -> str:
         def slot(match: re.Match) -> str:
             key = match.group(1)
@@ -151,15 +155,14 @@ class Writer:
         if self.rng.random() < 0.5:
             subject = self.fill(self.rng.choice(self.vocab["subjects"]))
         else:
-            subject = " ".join(self.word(numbers=False) for _ in range(self.rng.randint(1, 3)))
-            subject += f" {self.rng.choice(('of', 'in', 'for', 'to'))} " + " ".join(
-                self.word(numbers=False) for _ in range(self.rng.randint(1, 3)))
+            subject = self.words(1, 3, numbers=False)
+            subject += f" {self.rng.choice(('of', 'in', 'for', 'to'))} " + self.words(1, 3, numbers=False)
         # Half the values follow a shape, half are runs of unrelated words: a value that the shapes predict can be
         # guessed, so only the second kind makes copying it from the needle the one way to get it right.
         if self.rng.random() < 0.5:
             value = self.fill(self.rng.choice(self.vocab["values"]))
         else:
-            value = " ".join(self.word() for _ in range(self.rng.randint(2, 10)))
+            value = self.words(2, 10)
         copula = self.rng.choice(self.vocab["copulas"])
         return subject, f"The {subject} {copula} {value}.", copula
 
@@ -220,9 +223,9 @@ def key_sample(w: Writer, n_chars: int) -> dict[str, Any]:
     names = w.rng.sample(w.vocab["key_names"], 2)
     for i in range(2):
         if w.rng.random() < 0.5:
-            names[i] = " ".join(w.word(numbers=False) for _ in range(w.rng.randint(1, 3)))
-    if names[0] == names[1]:
-        names[1] = w.vocab["key_names"][0] if names[0] != w.vocab["key_names"][0] else w.vocab["key_names"][1]
+            names[i] = w.words(1, 3, numbers=False)
+    while names[1] == names[0]:
+        names[1] = w.rng.choice(w.vocab["key_names"])
     keys = [str(w.rng.randint(10 ** (d - 1), 10**d - 1)) for d in (w.rng.randint(4, 7), w.rng.randint(4, 7))]
     line = w.rng.choice(w.vocab["key_lines"])
     inserts = [line.format(key_name=names[0], key=keys[0]).strip()]
