@@ -36,20 +36,20 @@ def no_checkpoints(monkeypatch, tmp_path) -> Path:
 def test_both_mini_models_are_named_with_one_shared_grid():
     base, extended = (named_model(name) for name in MINI)
     assert base.task_options is extended.task_options is models.MINI_GRID
-    lengths = [160, 320, 640, 1280, 1920, 2560, 3136]
+    lengths = [192, 320, 768, 1536, 2304, 3072, 3776]
     assert models.MINI_GRID == {
         "needle": {"lengths": lengths, "num_depths": 5, "max_new_tokens": 64},
         "passkey": {"lengths": lengths, "num_depths": 5},
         "topic": {"counts": [1, 2, 4, 8, 16], "cases": 5, "min_exchanges": 0, "max_exchanges": 0,
                   "max_new_tokens": 24},
     }
-    assert base.run_defaults == {"max_length": 3200, "rope_theta": 10000.0} and extended.run_defaults == {}
+    assert base.run_defaults == {"max_length": 3840, "rope_theta": 10000.0} and extended.run_defaults == {}
     assert not base.built and not extended.built and named_model("lceval-demo").built
 
 
 def test_the_mini_grid_fits_the_window_both_models_are_run_at():
-    """mini-extended's window is 3200 tokens, and mini-base is run at 3200 by its run defaults."""
-    assert named_model("mini-base").run_defaults["max_length"] == models.MINI_WINDOW == 3200
+    """mini-extended's window is 3840 tokens, and mini-base is run at 3840 by its run defaults."""
+    assert named_model("mini-base").run_defaults["max_length"] == models.MINI_WINDOW == 3840
     for name in MINI:
         for task in _make_tasks(RunConfig(tasks=list(models.MINI_GRID)), named_model(name)):
             task.check_window(models.MINI_WINDOW)  # a length leaves room for the task's answer tokens
@@ -119,12 +119,12 @@ def test_every_run_default_is_a_setting_that_can_be_left_unset():
 
 def test_run_defaults_fill_only_what_the_user_left_unset(tmp_path):
     base = named_model("mini-base")
-    assert model_run_defaults(RunConfig(model="mini-base"), base) == {"max_length": 3200, "rope_theta": 10000.0}
+    assert model_run_defaults(RunConfig(model="mini-base"), base) == {"max_length": 3840, "rope_theta": 10000.0}
     assert model_run_defaults(RunConfig(model="mini-base", max_length=512), base) == {"rope_theta": 10000.0}
     assert model_run_defaults(RunConfig(model="mini-base", max_length=512, rope_theta=5e4), base) == {}
     config = tmp_path / "run.yaml"
     config.write_text("model: mini-base\nrope_theta: 40000\n")
-    assert model_run_defaults(build_config(config, {}, []), base) == {"max_length": 3200}  # a config file's too
+    assert model_run_defaults(build_config(config, {}, []), base) == {"max_length": 3840}  # a config file's too
     assert model_run_defaults(build_config(config, {"max_length": 1024}, []), base) == {}
     assert model_run_defaults(RunConfig(model="mini-extended"), named_model("mini-extended")) == {}
     assert model_run_defaults(RunConfig(model="/some/folder"), None) == {}

@@ -49,7 +49,7 @@ def test_the_base_is_a_whole_model_trained_from_scratch_with_its_own_tokenizer(s
     record = json.loads((base / "lceval_training.json").read_text())
     assert record["method"] == "full" and record["lora"] is None and record["base_model_spec"] == "builtin:tiny-llama"
     config = json.loads((base / "config.json").read_text())
-    assert config["max_position_embeddings"] == 320 and config["num_hidden_layers"] == 3
+    assert config["max_position_embeddings"] == 384 and config["num_hidden_layers"] == 3
     assert (base / "model.safetensors").exists() and not (base / "adapter_config.json").exists()
     from transformers import AutoTokenizer
 
@@ -67,9 +67,9 @@ def test_the_extended_stage_is_qlora_with_the_paper_s_rope_change(stages):
     record = json.loads((adapter / "lceval_training.json").read_text())
     assert record["quantization"] == "4bit-nf4" and record["lora"]["modules_to_save"] == ["embed_tokens"]
     assert record["rope"]["rope_parameters"]["rope_theta"] == 160000.0
-    assert record["rope"]["max_position_embeddings"] == 3200
+    assert record["rope"]["max_position_embeddings"] == 3840
     config = json.loads((stages["merged"] / "config.json").read_text())
-    assert config["rope_theta"] == 160000.0 and config["max_position_embeddings"] == 3200
+    assert config["rope_theta"] == 160000.0 and config["max_position_embeddings"] == 3840
 
 
 @pytest.mark.slow
@@ -82,7 +82,7 @@ def test_lceval_run_loads_what_each_stage_wrote(stages, tmp_path, lceval_cmd, cl
           "-o", "passkey.lengths=[200]", "-o", "passkey.depths=[50]", "--out", str(runs), "--run-id", "base"], cli_env)
     extended = json.loads((runs / "extended" / "results.json").read_text())
     manifest = json.loads((runs / "extended" / "manifest.json").read_text())
-    assert manifest["max_length"] == 3200
+    assert manifest["max_length"] == 3840
     passkey = extended["tasks"]["passkey"]
     assert passkey["n_samples"] == 4 and passkey["control"]["n"] == 2  # two cells and each length's control
     assert (runs / "base" / "results.json").exists()

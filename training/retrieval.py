@@ -39,7 +39,7 @@ from lceval.settings import Count, NonNegativeFloat, NonNegativeInt, Seed, setti
 KINDS = ("needle", "key", "topic", "copy")
 # Raised whenever the generator's code draws other records for the same settings (its word lists are hashed apart):
 # a cached model whose tokenizer was trained on generated records is keyed by it (training.data.mix_digest).
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 _SLOT = re.compile(r"\{(\w+)\}")
 
 
@@ -120,15 +120,16 @@ class Writer:
         return word.capitalize()
 
     def word(self, numbers: bool = True) -> str:
-        """One word of a run: from the word lists, an invented name, random letters or (where `numbers`) a
-        number."""
+        """One word of a run: from the word lists, an invented name, random letters (a third of them capitalised) or
+        (where `numbers`) a number."""
         draw = self.rng.random() * (1.0 if numbers else 0.85)
         if draw < 0.4:
             return self.rng.choice(copy_pool())
         if draw < 0.6:
             return self.name()
-        if draw < 0.85:
-            return "".join(self.rng.choice(LETTERS) for _ in range(self.rng.randint(2, 9)))
+        if draw < 0.85:  # a third capitalised: an evaluation's names (San Francisco) split into such pieces
+            letters = "".join(self.rng.choice(LETTERS) for _ in range(self.rng.randint(2, 9)))
+            return letters.capitalize() if self.rng.random() < 1 / 3 else letters
         return str(self.rng.randint(0, 10 ** self.rng.randint(1, 6)))
 
     def words(self, low: int, high: int, numbers: bool = True) -> str:
