@@ -107,8 +107,9 @@ NAMED_MODELS: dict[str, NamedModel] = {
                    "nothing (lceval builds it on first use)", _demo_options(), built=True),
         # The base is run past its 384-token window with its own RoPE (base 10,000; a --rope-theta is what lets a
         # run go beyond a model's window), on the extended model's grid: to show where it stops retrieving.
-        _mini("mini-base", f"lceval-mini's base, a tiny Llama trained from scratch at a {MINI_BASE_WINDOW}-token window (RoPE base "
-                           f"10,000); run at {MINI_WINDOW} tokens unless told otherwise, to show where it stops",
+        _mini("mini-base", f"lceval-mini's base, a tiny Llama trained from scratch at a {MINI_BASE_WINDOW}-token "
+                           f"window (RoPE base 10,000); run at {MINI_WINDOW} tokens unless told otherwise, to show "
+                           "where it stops",
               REBUILD_MINI_BASE, {"max_length": MINI_WINDOW, "rope_theta": 10000.0}),
         _mini("mini-extended", f"lceval-mini's base extended to {MINI_WINDOW} tokens (RoPE base 160,000, QLoRA), "
                                "merged", REBUILD_MINI_EXTENDED),
