@@ -22,6 +22,7 @@ Sizes are in characters (the tokenizer may not exist yet: lceval-mini's is train
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import re
@@ -70,8 +71,6 @@ def vocabulary() -> dict[str, Any]:
 
 def generator_identity() -> str:
     """What the records of given settings are made by: the generator's version and its word lists' sha256."""
-    import hashlib
-
     return f"retrieval/v{GENERATOR_VERSION}/{hashlib.sha256(_vocabulary_text().encode()).hexdigest()}"
 
 
