@@ -40,7 +40,7 @@ from lceval.settings import Count, NonNegativeFloat, NonNegativeInt, Seed, setti
 KINDS = ("needle", "key", "topic", "copy")
 # Raised whenever the generator's code draws other records for the same settings (its word lists are hashed apart):
 # a cached model whose tokenizer was trained on generated records is keyed by it (training.data.mix_digest).
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 _SLOT = re.compile(r"\{(\w+)\}")
 
 
@@ -119,17 +119,35 @@ class Writer:
         return word.capitalize()
 
     def word(self, numbers: bool = True) -> str:
-        """One word of a run: from the word lists, an invented name, random letters (a third of them capitalised) or
-        (where `numbers`) a number."""
+        """One word of a run: from the word lists, an invented name, random letters (a third of them capitalised), a
+        listed word grown by letters or (where `numbers`) a number."""
         draw = self.rng.random() * (1.0 if numbers else 0.85)
-        if draw < 0.4:
+        if draw < 0.3:
             return self.rng.choice(copy_pool())
-        if draw < 0.6:
+        if draw < 0.45:
             return self.name()
-        if draw < 0.85:  # a third capitalised: an evaluation's names (San Francisco) split into such pieces
-            letters = "".join(self.rng.choice(LETTERS) for _ in range(self.rng.randint(2, 9)))
+        if draw < 0.65:  # a third capitalised: an evaluation's names (San Francisco) split into such pieces
+            letters = self.letters(2, 9)
             return letters.capitalize() if self.rng.random() < 1 / 3 else letters
+        if draw < 0.85:
+            return self.grown_word()
         return str(self.rng.randint(0, 10 ** self.rng.randint(1, 6)))
+
+    def letters(self, low: int, high: int) -> str:
+        return "".join(self.rng.choice(LETTERS) for _ in range(self.rng.randint(low, high)))
+
+    def grown_word(self) -> str:
+        """A listed word with a suffix or random letters before or after it ("eating", "hamburg", "Dolores" are
+        pieces that each could end a word): copying it means going on past a piece where a known word ends."""
+        word = self.rng.choice(copy_pool())
+        draw = self.rng.random()
+        if draw < 0.4:
+            word += self.rng.choice(SUFFIXES)
+        elif draw < 0.8:
+            word += self.letters(1, 5)
+        else:
+            word = self.letters(1, 4) + word
+        return word.capitalize() if self.rng.random() < 1 / 3 else word
 
     def words(self, low: int, high: int, numbers: bool = True) -> str:
         """A run of `low` to `high` words of `word`."""
@@ -244,7 +262,13 @@ def topic_sample(w: Writer, n_chars: int) -> dict[str, Any]:
     topics: list[str] = []
     size = 0
     while not conversations or size < n_chars:
-        topic = w.fill(w.rng.choice(w.vocab["topics"]))
+        # Half the topics follow a shape, half are runs of words of any kind: with shapes only, a model learns to
+        # begin every answer the shapes' way ("Caring for a ...") instead of copying the first topic.
+        if w.rng.random() < 0.5:
+            topic = w.fill(w.rng.choice(w.vocab["topics"]))
+        else:
+            topic = w.words(2, 6, numbers=False)
+            topic = topic[0].upper() + topic[1:]
         if topic in topics:
             continue
         text = generated_conversation(topic, w.rng.randint(0, 10**6), 0, w.rng.randint(0, 2))
@@ -280,6 +304,7 @@ def copy_pool() -> tuple[str, ...]:
 
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
+SUFFIXES = ("ing", "s", "ed", "er", "y", "es", "ers", "ly", "ness", "ful", "ish", "land", "ton", "ville")
 SEPARATORS = ("", "\n", "\n\n")
 
 
