@@ -16,7 +16,7 @@ from lceval.tasks.haystack import NOISE_UNIT
 from lceval.tasks.needle import presets
 from lceval.tasks.topic import topic_data
 from lceval.training.data import load_mix, mix_texts, source_records
-from lceval.training.retrieval import RetrievalSpec, forbidden_strings, generate, leaks
+from lceval.training.retrieval import RetrievalSpec, copy_pool, forbidden_strings, generate, leaks
 
 ROOT = Path(__file__).resolve().parents[1]
 MINI_MIXES = sorted((ROOT / "recipes" / "mini" / "data").glob("*.yaml"))
@@ -78,8 +78,11 @@ def test_each_kind_asks_for_what_its_prompt_holds():
             words = record["prompt"].rstrip(".").split()
             assert record["completion"] == " " + record["prompt"] and len(words) >= 4
             copies.update(words)
-    # The copied words are not a few hundred known ones: invented names, random letters and numbers too.
+    # The copied words are not a few hundred known ones: invented names, random letters and numbers too, and listed
+    # words grown past where they end ("eating" after "eat"), so that a copy goes on past a piece that could end a word.
     assert any(w.isdigit() for w in copies) and any(w[0].isupper() for w in copies) and len(copies) > 500
+    grown = {word + suffix for word in copy_pool() for suffix in ("ing", "ed", "er")} - set(copy_pool())
+    assert len({w.lower() for w in copies} & grown) >= 3
 
 
 def test_filler_sizes_follow_the_spec():
