@@ -61,10 +61,9 @@ def _demo_options() -> dict[str, dict[str, Any]]:
 
 
 # lceval-mini: a tiny Llama trained from scratch at a 384-token window (mini-base), then extended ten times by the
-# seed paper's method (RoPE base 10,000 -> 160,000, QLoRA; mini-extended is the merged checkpoint). They are to ship
+# seed paper's method (RoPE base 10,000 -> 160,000, QLoRA; mini-extended is the merged checkpoint). They ship
 # inside the package (package data) as transformers folders CHECKPOINTS/NAME, beside the extended stage's LoRA
-# adapter (CHECKPOINTS/mini-extended-adapter); recipes/mini builds them. Not shipped yet: no trained pair has met
-# lceval-mini's thresholds (README, "Training from scratch, and lceval-mini").
+# adapter (CHECKPOINTS/mini-extended-adapter); scripts/build-mini.sh builds them from recipes/mini.
 CHECKPOINTS = Path(__file__).parent / "checkpoints"
 MINI_BASE_WINDOW = 384
 MINI_WINDOW = 10 * MINI_BASE_WINDOW
@@ -121,7 +120,7 @@ NAMED_MODELS: dict[str, NamedModel] = {
                     "topic": {"counts": [1, 2, 4, 8], "cases": 5}}),
     )
 }
-DEFAULT_MODEL = "lceval-demo"
+DEFAULT_MODEL = "mini-extended"
 
 
 def named_model(spec: str) -> NamedModel | None:

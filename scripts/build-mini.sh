@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # lceval-mini from scratch: train both stages, merge, ship the checkpoints inside the package, and evaluate both on
 # their grid (the baselines under results/baselines/mini and the README's heatmaps). Run from a checkout of lceval
-# after `bash scripts/install-cpu.sh`; about an hour on 2 CPU cores (README, "lceval-mini").
+# after `bash scripts/install-cpu.sh`; about 100 minutes on 2 CPU cores (README, "lceval-mini").
 #   bash scripts/build-mini.sh [OUT_DIR]     (default: out)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,5 +21,7 @@ cp recipes/mini/MODEL_CARD.md harness/checkpoints/README.md
 for model in base extended; do
     lceval run --config "results/baselines/mini/$model/run.yaml" --out "$out/runs" --run-id "mini-$model"
 done
-lceval heatmap "$out/runs/mini-base" "$out/runs/mini-extended" --task needle --out docs/pictures/mini
+for task in needle passkey; do
+    lceval heatmap "$out/runs/mini-base" "$out/runs/mini-extended" --task "$task" --out docs/pictures/mini
+done
 echo "build-mini: promote the runs with: lceval gate --candidate $out/runs/mini-extended --baseline results/baselines/mini/extended --update-baseline (and the same for base)" >&2

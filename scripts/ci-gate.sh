@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# CI: evaluate the demo checkpoint with the committed baseline's own config, and gate it against that baseline
-# (results/baselines/demo) with the real commands. Exit 0 pass, 1 regression, 2 runs not comparable.
+# CI: evaluate lceval-mini's extended checkpoint (the default model) with the committed baseline's own config, and
+# gate it against that baseline (results/baselines/mini/extended) with the real commands. Exit 0 pass, 1 regression,
+# 2 runs not comparable.
 #   bash scripts/ci-gate.sh [OUT_DIR]        (default: a temporary folder; the verdict, summary and report land there)
 # After an intended change of scores, promote a fresh run and commit it:
-#   lceval gate --candidate OUT_DIR/candidate --baseline results/baselines/demo --update-baseline
+#   lceval gate --candidate OUT_DIR/candidate --baseline results/baselines/mini/extended --update-baseline
 set -euo pipefail
 cd "$(dirname "$0")/.."
-baseline=results/baselines/demo
+baseline=results/baselines/mini/extended
 out="${1:-$(mktemp -d)}"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 lceval run --config "$baseline/run.yaml" --out "$out" --run-id candidate

@@ -66,7 +66,7 @@ def test_the_extended_stage_is_qlora_with_the_paper_s_rope_change(stages):
     losses = _losses(adapter)
     assert len(losses) == 12 and sum(losses[-2:]) < sum(losses[:2]), losses
     record = json.loads((adapter / "lceval_training.json").read_text())
-    assert record["quantization"] == "4bit-nf4" and record["lora"]["modules_to_save"] == ["embed_tokens"]
+    assert record["quantization"] == "4bit-nf4" and record["lora"]["modules_to_save"] == ["embed_tokens", "norm"]
     assert record["rope"]["rope_parameters"]["rope_theta"] == 160000.0
     assert record["rope"]["max_position_embeddings"] == 3840
     config = json.loads((stages["merged"] / "config.json").read_text())
