@@ -20,7 +20,7 @@ BASELINE = REPO / "results" / "baselines" / "mini" / "extended"
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, lceval_cmd, cli_env) -> Path:
+def runs(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("mini-gate")
 
 
