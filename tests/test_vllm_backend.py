@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +13,7 @@ from lceval.config import RunConfig
 from lceval.runner import execute
 
 pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parent.parent
 PROMPTS = [[0, *range(10, 10 + n)] for n in (30, 75, 140)]
 
 
@@ -105,18 +107,23 @@ def test_adapter_with_a_trained_embedding_is_refused_on_vllm(demo_model, tmp_pat
 
 
 def test_quickstart_command_picks_vllm_and_writes_the_heatmap(tmp_path, cli_env, lceval_cmd):
-    """`lceval run --tasks needle,longbench` on the demo model, as the README's quickstart runs it (the model named,
-    so that another default model cannot change what this checks)."""
-    proc = subprocess.run([*lceval_cmd, "run", "--model", "lceval-demo", "--tasks", "needle,longbench", "--out",
-                           str(tmp_path), "--run-id", "q"], env=cli_env, capture_output=True, text=True, timeout=600)
+    """`lceval run --tasks needle,longbench`, exactly as the README's quickstart runs it: the default model
+    (lceval-mini's extended checkpoint) on vLLM, which finds the needle where its committed baseline did on hf."""
+    proc = subprocess.run([*lceval_cmd, "run", "--tasks", "needle,longbench", "--out", str(tmp_path), "--run-id", "q"],
+                          env=cli_env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "backend auto: using vllm." in proc.stderr
     run_dir = tmp_path / "q"
+    assert json.loads((run_dir / "manifest.json").read_text())["model"]["spec"] == "mini-extended"
     results = json.loads((run_dir / "results.json").read_text())
-    assert results["tasks"]["needle"]["n_samples"] == 25 + 5  # 5 x 5 cells, a no-needle control per length
+    needle = results["tasks"]["needle"]
+    assert needle["n_samples"] == 35 + 7  # 7 lengths x 5 depths, a no-needle control per length
+    assert needle["by_length"]["192"]["key_facts"] == needle["by_length"]["320"]["key_facts"] == 1.0
+    baseline = json.loads((REPO / "results" / "baselines" / "mini" / "extended" / "results.json").read_text())
+    assert abs(needle["metrics"]["key_facts"] - baseline["tasks"]["needle"]["metrics"]["key_facts"]) <= 0.1
     assert results["tasks"]["longbench"]["n_samples"] == results["tasks"]["longbench"]["n_expected"] == 63
-    assert (run_dir / "needle_heatmap_rouge_l_f1.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert (run_dir / "needle_heatmap_rouge_l_f1.csv").read_text().startswith("depth_percent,256,512,1024")
+    assert (run_dir / "needle_heatmap_key_facts.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (run_dir / "needle_heatmap_key_facts.csv").read_text().startswith("depth_percent,192,320,768")
 
 
 def test_auto_falls_back_to_hf_when_the_engine_cannot_start(tmp_path, cli_env, lceval_cmd):
