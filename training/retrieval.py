@@ -137,8 +137,8 @@ class Writer:
         return "".join(self.rng.choice(LETTERS) for _ in range(self.rng.randint(low, high)))
 
     def grown_word(self) -> str:
-        """A listed word with a suffix or random letters before or after it ("eating", "hamburg", "Dolores" are
-        pieces that each could end a word): copying it means going on past a piece where a known word ends."""
+        """A listed word with a suffix or random letters before or after it: copying it means going on past a piece
+        where a known word could end ("eat" in "eating", "ham" in "hamburg")."""
         word = self.rng.choice(copy_pool())
         draw = self.rng.random()
         if draw < 0.4:
