@@ -252,19 +252,21 @@ def show(
 @app.command()
 def heatmap(
     run_dirs: Annotated[list[Path], typer.Argument(help="A run folder, or two to show side by side.")],
-    task: Annotated[str, typer.Option(help="The needle-style task of the run.")] = "needle",
+    task: Annotated[str | None, typer.Option(help="The task with a length x depth grid to draw (default: the run's "
+                                                  "first).")] = None,
     training_length: Annotated[int | None, typer.Option(help="Draw a dashed line at this length. Allowed: "
                                                         f"{allowed(HeatmapFlags, 'training_length')}.")] = None,
     diff: Annotated[bool, typer.Option("--diff", help="Two runs: add the difference map (second - first).")] = False,
     out: Annotated[Path | None, typer.Option(help="Two runs: folder for the pictures (default: the second run's).")]
     = None,
 ) -> None:
-    """Write the needle heatmaps (PNG) and grids (CSV) of a run folder, or compare two runs' heatmaps."""
-    from lceval.plots import write_needle_heatmaps
+    """Write the heatmaps (PNG) and grids (CSV) of a run folder's length x depth grid, or compare two runs'."""
+    from lceval.plots import write_grid_heatmaps
     from lceval.results import RunFolder
     from lceval.settings import flags
 
     flags(HeatmapFlags, task=task, training_length=training_length)
+    task = task or _first_grid_task(run_dirs[0])
     if len(run_dirs) > 1 or diff:
         from lceval.cli_compare import heatmap_comparison
 
@@ -280,12 +282,25 @@ def heatmap(
     if task not in tasks:
         raise UserError(f"run {run_dir} has no results for task {task!r}; it has {', '.join(tasks) or 'none'}.")
     if not isinstance(tasks[task], dict) or "cells" not in tasks[task]:
-        raise UserError(f"task {task!r} of run {run_dir} has no length x depth grid to draw; heatmaps are for "
-                        "needle-style tasks (needle, passkey).")
+        grids = [name for name, res in tasks.items() if isinstance(res, dict) and "cells" in res]
+        raise UserError(f"task {task!r} of run {run_dir} has no length x depth grid to draw; the run's tasks with "
+                        f"one: {', '.join(grids) or 'none'}.")
     if training_length is None:
         training_length = manifest.get("tasks", {}).get(task, {}).get("settings", {}).get("training_length")
-    for path in write_needle_heatmaps(run_dir, results, manifest, task=task, training_length=training_length):
+    for path in write_grid_heatmaps(run_dir, results, manifest, task=task, training_length=training_length):
         console.print(f"wrote {path}")
+
+
+def _first_grid_task(run_dir: Path) -> str:
+    """The first task of a run folder whose results hold a length x depth grid (`cells`)."""
+    from lceval.results import RunFolder
+
+    results = RunFolder(run_dir).results()
+    grids = [name for name, res in results["tasks"].items() if isinstance(res, dict) and "cells" in res]
+    if not grids:
+        raise UserError(f"run {run_dir} has no task with a length x depth grid to draw; it has "
+                        f"{', '.join(results['tasks']) or 'none'}.")
+    return grids[0]
 
 
 @app.command()
@@ -322,12 +337,8 @@ def score(
     console.print(f"wrote {path}")
 
 
-BREAKDOWNS = ("by_length", "by_count", "by_category", "by_dataset", "by_task", "by_dataset_bucket", "by_difficulty",
-              "by_length_bucket")
-
-
 def _print_results(run_dir: Path) -> None:
-    """Each task's headline metrics, then its breakdowns (per length, category, dataset, bucket)."""
+    """Each task's headline metrics, then its breakdowns (every `by_<axis>` mapping of its results)."""
     from lceval.results import RunFolder
 
     results = RunFolder(run_dir).results()
@@ -337,8 +348,8 @@ def _print_results(run_dir: Path) -> None:
         for metric, value in task.get("metrics", {}).items():
             table.add_row(name, "all", metric, _number(value), n)
             name, n = "", ""
-        for key in BREAKDOWNS:
-            for label, value in task.get(key, {}).items():
+        for key in [k for k, v in task.items() if k.startswith("by_") and isinstance(v, dict)]:
+            for label, value in task[key].items():
                 values = value if isinstance(value, dict) else {"score": value}
                 for metric, number in values.items():
                     table.add_row(name, f"{key[3:].replace('_', ' ')} {label}", metric, _number(number), "")

@@ -115,8 +115,8 @@ def report(
 
 def heatmap_comparison(run_dirs: list[Path], task: str, diff: bool, out: Path | None) -> list[Path]:
     """`lceval heatmap A B [--diff]`: per metric, both heatmaps side by side (and B - A on a diverging scale)."""
-    from lceval.compare import load_runs
-    from lceval.plots import METRIC_LABELS, plot_heatmap_panels, write_grid_csv
+    from lceval.compare import load_runs, task_declaration
+    from lceval.plots import plot_heatmap_panels, write_grid_csv
     from lceval.report import grid_tasks, heatmap_panels
 
     if len(run_dirs) != 2:
@@ -132,9 +132,10 @@ def heatmap_comparison(run_dirs: list[Path], task: str, diff: bool, out: Path | 
     for metric in runs[0].results["tasks"][task]["metrics"]:
         lengths, depths, panels = heatmap_panels(runs, task, metric, diff)
         stem = f"{task.replace('/', '_')}_heatmap_{'diff' if diff else 'pair'}_{metric}"
-        title = f"{task}: {METRIC_LABELS.get(metric, metric)}"
+        label = task_declaration(runs, task).label(metric)
+        title = f"{task}: {label}"
         written.append(plot_heatmap_panels(folder / f"{stem}.png", lengths, depths, panels, title=title,
-                                           metric=metric))
+                                           metric=label))
         if diff:
             write_grid_csv(folder / f"{stem}.csv", lengths, depths, panels[-1][1])
             written.append(folder / f"{stem}.csv")

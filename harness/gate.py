@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -25,6 +25,7 @@ from lceval.compare import Run, align, in_group, load_run, metric_kind, metric_n
 from lceval.errors import UserError
 from lceval.results import MANIFEST, RESULTS, SAMPLES, RunFolder, write_json
 from lceval.settings import Allowed, FiniteFloat, NonEmptyText, NonNegativeFloat, parse, settings_class
+from lceval.task import Declaration
 
 DEFAULT_ALPHA = 0.05
 DEFAULT_MARGIN = 0.05  # absolute, on the metric's per-sample scale (0..1 for every built-in task)
@@ -40,8 +41,8 @@ class CheckSpec:
     margin: float | None = None  # None: the policy's default margin; a negative value is refused
     min_score: float | None = None  # floor on the candidate's mean (higher-is-better metrics)
     max_score: float | None = None  # ceiling on the candidate's mean (lower-is-better metrics)
-    direction: str = "higher"  # higher | lower is better
-    kind: str = "auto"  # auto | binary | continuous
+    direction: str | None = None  # higher | lower is better; None: as the task declares the metric
+    kind: str = "auto"  # auto | binary | continuous (auto: as declared, or binary where every value is 0 or 1)
     by: str | None = None  # one check per label of this axis (length, topics, category, dataset, ...)
     where: dict[str, str] = field(default_factory=dict)  # only the samples of these groups
     no_margin: bool = False  # `margin: null`: a floor-only check
@@ -70,7 +71,7 @@ class CheckEntry:
     margin: NonNegativeFloat | None = None  # `margin: null` (given, empty): a floor-only check
     min_score: FiniteFloat | None = None
     max_score: FiniteFloat | None = None
-    direction: Literal["higher", "lower"] = "higher"
+    direction: Literal["higher", "lower"] | None = None
     kind: Literal["auto", "binary", "continuous"] = "auto"
     by: str | None = None
     where: dict[str, str] = field(default_factory=dict)
@@ -184,6 +185,14 @@ class Verdict:
         return 0 if self.passed else 1
 
 
+def _resolved(spec: CheckSpec, baseline: Run) -> CheckSpec:
+    """The check with its direction as the task declares the metric (higher is better where it declares none)."""
+    if spec.direction is not None:
+        return spec
+    declared = baseline.declaration(spec.task).metric(spec.metric)
+    return replace(spec, direction="lower" if declared is not None and not declared.higher_is_better else "higher")
+
+
 def _expand(spec: CheckSpec, baseline: Run) -> list[dict[str, str]]:
     """The `where` of each check a spec stands for (one per label of its `by` axis, or its own)."""
     records = baseline.task_records(spec.task)
@@ -193,7 +202,7 @@ def _expand(spec: CheckSpec, baseline: Run) -> list[dict[str, str]]:
     if spec.metric not in metric_names(records):
         raise UserError(f"the baseline's {spec.task} samples have no metric {spec.metric!r}; they have "
                         f"{', '.join(metric_names(records))}.")
-    axes = task_axes(records)
+    axes = task_axes(records, baseline.declaration(spec.task))
     for axis in [*spec.where, *([spec.by] if spec.by else [])]:
         if axis not in axes:
             raise UserError(f"{spec.task} has no breakdown {axis!r} to check by; it has {', '.join(axes) or 'none'}.")
@@ -210,14 +219,15 @@ def _name(spec: CheckSpec, where: dict[str, str]) -> str:
     return f"{spec.task} {spec.metric}" + (f" [{groups}]" if groups else "")
 
 
-def _evaluate(spec: CheckSpec, where: dict[str, str], pairs: list[tuple[dict, dict]], policy: Policy) -> CheckResult:
+def _evaluate(spec: CheckSpec, where: dict[str, str], pairs: list[tuple[dict, dict]], policy: Policy,
+              declared: Declaration) -> CheckResult:
     name = _name(spec, where)
-    kept = [(value(b, spec.metric), value(c, spec.metric)) for b, c in pairs if in_group(b, where)]
+    kept = [(value(b, spec.metric), value(c, spec.metric)) for b, c in pairs if in_group(b, where, declared)]
     kept = [(b, c) for b, c in kept if b is not None and c is not None]
     if not kept:
         raise UserError(f"check {name}: no sample has a {spec.metric} score in both runs.")
     base, cand = [b for b, _ in kept], [c for _, c in kept]
-    kind = spec.kind if spec.kind != "auto" else metric_kind(base + cand)
+    kind = spec.kind if spec.kind != "auto" else metric_kind(base + cand, declared, spec.metric)
     if kind == "binary" and not stats.is_binary(base + cand):
         raise UserError(f"check {name} declares kind binary, but {spec.metric} has values other than 0 and 1.")
     confidence = 1 - 2 * policy.alpha
@@ -284,7 +294,8 @@ def run_gate(baseline: Run, candidate: Run, policy: Policy, allow_mismatch: bool
         raise UserError(f"the runs are not comparable: {problems[0]}{more}; rerun the candidate on the baseline's "
                         "samples, or pass --allow-mismatch to gate on the samples they share.")
     pairs = {task: _pairs(baseline, candidate, task) for task in tasks}
-    results = [_evaluate(spec, where, pairs[spec.task], policy)
+    policy = replace(policy, checks=[_resolved(spec, baseline) for spec in policy.checks])
+    results = [_evaluate(spec, where, pairs[spec.task], policy, baseline.declaration(spec.task))
                for spec in policy.checks for where in _expand(spec, baseline)]
     tested = [r for r in results if r.p_value is not None]
     adjusted = stats.holm([r.p_value for r in tested]) if policy.correction == "holm" else [r.p_value for r in tested]

@@ -10,9 +10,6 @@ import sys
 
 from rouge import Rouge
 
-# Pinned metric libraries, recorded in every manifest (they change scores).
-METRIC_LIBRARIES = ("rouge", "fuzzywuzzy", "jieba", "rouge-score", "lm-eval")
-
 
 def rouge_l_f1(prediction: str, reference: str, *, headroom: int | None = None) -> float:
     """ROUGE-L F1 of `prediction` against `reference` (0.0 where the package cannot score).

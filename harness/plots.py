@@ -8,11 +8,10 @@ from typing import Any
 
 import numpy as np
 
+from lceval.task import declaration_of
+
 # gkamradt's colours, kept by the seed paper and NeedleBench: red (0) -> amber -> green (1).
 HEATMAP_COLOURS = ["#F0496E", "#EBB839", "#0CD79F"]
-METRIC_LABELS = {"key_facts": "Needle's key facts found", "rouge_l_f1": "ROUGE-L F1 vs the needle",
-                 "exact_phrase": "Whole answer phrase found (strict)",
-                 "passkey_match": "Pass key retrieved (first integer)"}
 
 
 def grid_from_cells(cells: list[dict[str, Any]], metric: str) -> tuple[list[int], list[float], np.ndarray]:
@@ -78,7 +77,7 @@ def plot_heatmap(path: Path, lengths: list[int], depths: list[float], grid: np.n
         # Said in the axis label, where no tick label or cell can cover it (a legend below the axes did).
         ax.set_xlabel(f"Context length (tokens); dashed line: training length {training_length:,}")
     colourbar = fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02)
-    colourbar.set_label(METRIC_LABELS.get(metric, metric))
+    colourbar.set_label(metric)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -86,16 +85,18 @@ def plot_heatmap(path: Path, lengths: list[int], depths: list[float], grid: np.n
 
 
 def heatmap_title(manifest: dict[str, Any], task: str, metric: str, mean: float | None) -> str:
+    """The run's model (and adapter), and the metric's label (as the task declares it) with its mean."""
     model = manifest.get("model", {}).get("spec", "?")
     adapter = (manifest.get("adapter") or {}).get("spec")
     name = f"{model} + {adapter}" if adapter else model
     score = f"  mean {mean:.3f}" if mean is not None else ""
-    return f"{task}: {name}\n{METRIC_LABELS.get(metric, metric)}{score}"
+    return f"{task}: {name}\n{declaration_of(manifest, task).label(metric)}{score}"
 
 
-def write_needle_heatmaps(run_dir: Path, results: dict[str, Any], manifest: dict[str, Any], *,
-                          task: str = "needle", training_length: int | None = None) -> list[Path]:
-    """A PNG and a CSV per metric of a grid task's cells (needle, passkey); returns the files written."""
+def write_grid_heatmaps(run_dir: Path, results: dict[str, Any], manifest: dict[str, Any], *, task: str,
+                        training_length: int | None = None) -> list[Path]:
+    """A PNG and a CSV per metric of a grid task's cells (results' `cells`: length x depth); returns the files
+    written."""
     task_results = results["tasks"][task]
     written: list[Path] = []
     if not task_results.get("cells"):  # no sample has finished (or the task has no grid): nothing to draw
@@ -106,7 +107,8 @@ def write_needle_heatmaps(run_dir: Path, results: dict[str, Any], manifest: dict
         csv_path = run_dir / f"{stem}.csv"
         write_grid_csv(csv_path, lengths, depths, grid)
         title = heatmap_title(manifest, task, metric, task_results["metrics"].get(metric))
-        written += [plot_heatmap(run_dir / f"{stem}.png", lengths, depths, grid, title=title, metric=metric,
+        label = declaration_of(manifest, task).label(metric)
+        written += [plot_heatmap(run_dir / f"{stem}.png", lengths, depths, grid, title=title, metric=label,
                                  training_length=training_length), csv_path]
     return written
 
@@ -205,7 +207,7 @@ def plot_heatmap_panels(path: Path | Any, lengths: list[int], depths: list[float
         ax.set_title(label, fontsize=9)
         _annotate(ax, grid, signed=diff)
         bar = fig.colorbar(image, ax=ax, fraction=0.05, pad=0.03)
-        bar.set_label("Change (red worse, blue better)" if diff else METRIC_LABELS.get(metric, metric), fontsize=8)
+        bar.set_label("Change (red worse, blue better)" if diff else metric, fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path)

@@ -149,7 +149,7 @@ def _png(draw) -> bytes:
 
 
 def grid_tasks(runs: list[Run]) -> list[str]:
-    """Tasks with a length x depth grid (needle, passkey) in any run's results."""
+    """Tasks with a length x depth grid (results' `cells`) in any run's results."""
     names = [t for run in runs for t, res in ((run.results or {}).get("tasks") or {}).items() if res.get("cells")]
     return list(dict.fromkeys(names))
 
@@ -173,7 +173,8 @@ def heatmap_panels(runs: list[Run], task: str, metric: str, diff: bool):
 
 
 def heatmap_figures(runs: list[Run], diff: bool = True) -> list[Figure]:
-    from lceval.plots import METRIC_LABELS, plot_heatmap_panels
+    from lceval.compare import task_declaration
+    from lceval.plots import plot_heatmap_panels
 
     figures = []
     for task in grid_tasks(runs):
@@ -181,9 +182,10 @@ def heatmap_figures(runs: list[Run], diff: bool = True) -> list[Figure]:
                                 for m in (((run.results or {}).get("tasks", {}).get(task) or {}).get("metrics") or {}))
         for metric in metrics:
             lengths, depths, panels = heatmap_panels(runs, task, metric, diff and len(runs) > 1)
-            title = f"{task}: {METRIC_LABELS.get(metric, metric)}"
-            png = _png(lambda out, lengths=lengths, depths=depths, panels=panels, title=title, metric=metric:
-                       plot_heatmap_panels(out, lengths, depths, panels, title=title, metric=metric))
+            label = task_declaration(runs, task).label(metric)
+            title = f"{task}: {label}"
+            png = _png(lambda out, lengths=lengths, depths=depths, panels=panels, title=title, label=label:
+                       plot_heatmap_panels(out, lengths, depths, panels, title=title, metric=label))
             figures.append(Figure(f"{task.replace('/', '_')}_heatmap_{metric}", title, png))
     return figures
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
@@ -90,12 +92,23 @@ def adapter_rope(cfg: RunConfig, adapter: AdapterInfo | None) -> dict[str, Any] 
     return adapter.rope_parameters
 
 
-def default_run_id(model: ModelRef, adapter: AdapterInfo | None, tasks: list[str]) -> str:
+def default_run_id(cfg: RunConfig, model: ModelRef, adapter: AdapterInfo | None, max_length: int,
+                   tasks: list[Task]) -> str:
+    """The model, adapter, tasks, window and RoPE, then a hash of every setting that changes a prompt or a score:
+    the same command (with the same files) resumes its run; other settings start another."""
     name = Path(model.spec.rstrip("/")).name
     if adapter is not None:
         name += "+" + adapter.path.name
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return f"{name}-{'-'.join(t.replace('/', '_') for t in tasks)}-{stamp}"
+    elif cfg.adapter:  # a LoRA served by name (--backend openai)
+        name += "+" + cfg.adapter
+    parts = [name, *(t.name for t in tasks), f"{max_length}tok"]
+    if cfg.rope_theta is not None:
+        parts.append(f"rope{cfg.rope_theta:g}")
+    settings = {"model": model.spec, "revision": model.revision, "adapter": cfg.adapter, "max_length": max_length,
+                "rope_theta": cfg.rope_theta, "dtype": cfg.dtype, "chat_template": cfg.chat_template,
+                "seed": cfg.seed, "tasks": {t.name: {"version": t.version, "settings": t.settings()} for t in tasks}}
+    parts.append(hash_text(json.dumps(settings, sort_keys=True, default=str))[:8])
+    return "-".join(re.sub(r"[^A-Za-z0-9._+=-]", "_", part) for part in parts)
 
 
 def _fingerprint(cfg: RunConfig, model_hash: str, adapter_hash: str | None, max_length: int,
@@ -167,7 +180,7 @@ def plan(cfg: RunConfig, console: Console, write: bool = True) -> Plan:
                                 f"{sample.max_new_tokens} tokens, more than the window of {max_length}.")
         samples[task.name] = built
 
-    run_id = cfg.run_id or default_run_id(model, adapter, cfg.tasks)
+    run_id = cfg.run_id or default_run_id(cfg, model, adapter, max_length, tasks)
     run = RunFolder(Path(cfg.out) / run_id)
     if write:
         run.ensure_writable()  # only now: input that fails above leaves no empty run folder behind
@@ -199,6 +212,7 @@ def plan(cfg: RunConfig, console: Console, write: bool = True) -> Plan:
         "run_defaults": run_defaults,  # the settings of `config` that the named model supplied (lceval.models)
         "tasks": {t.name: {"version": t.version, "settings": t.settings(), "n_samples": len(all_ids[t.name])}
                   for t in tasks},
+        "declarations": {t.name: t.declaration().to_dict() for t in tasks},  # metrics, axes (lceval.task)
         "fingerprint": fingerprint,
         "software": environment.software(),
         "hardware": environment.hardware(),

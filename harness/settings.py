@@ -218,7 +218,7 @@ class ScoreFlags:
 
 @settings_class
 class HeatmapFlags:
-    task: NonEmptyText = "needle"
+    task: NonEmptyText | None = None  # None: the run's first task with a grid
     training_length: Count | None = None
 
 

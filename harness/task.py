@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 from lceval.prompting import PromptFormat
+from lceval.results import is_control
 
 
 @dataclass
@@ -54,6 +55,80 @@ class PromptContext:
         return prompt_format(self.tokenizer, self.chat_template and chat, system)
 
 
+@dataclass(frozen=True)
+class Metric:
+    """A score a task writes for each sample (`scores` in samples.jsonl), as compare, gate, report and the heatmaps
+    read it."""
+
+    name: str
+    label: str = ""  # what a picture's colour bar or a table calls it; empty: the name
+    pass_fail: bool = False  # every value is 0 or 1 (McNemar and Wilson); otherwise continuous (bootstrap)
+    higher_is_better: bool = True
+
+    @property
+    def kind(self) -> str:
+        """The statistics' name for it: binary or continuous (lceval.stats)."""
+        return "binary" if self.pass_fail else "continuous"
+
+
+@dataclass(frozen=True)
+class Axis:
+    """A breakdown of a task's samples: each sample's group is what it records under `meta[key]`."""
+
+    name: str  # the breakdown's name in compare, report, `lceval show` and a gate policy's `by`/`where`
+    key: str  # the sample meta key holding the group
+    labels: dict[str, str] | None = None  # meta value -> group label; a value not in it is in no group of this axis
+
+
+@dataclass(frozen=True)
+class Declaration:
+    """What a task declares about its scores: read by everything after the run, so that a plugin task gets
+    breakdowns, heatmap labels, gate defaults and comparable settings without touching lceval."""
+
+    metrics: tuple[Metric, ...] = ()
+    axes: tuple[Axis, ...] = ()
+    neutral_settings: frozenset[str] = frozenset()  # settings that change no prompt and no score (file locations)
+
+    def metric(self, name: str) -> Metric | None:
+        return next((m for m in self.metrics if m.name == name), None)
+
+    def label(self, metric: str) -> str:
+        declared = self.metric(metric)
+        return declared.label if declared and declared.label else metric
+
+    def to_dict(self) -> dict[str, Any]:
+        """As the manifest records it (`declarations`)."""
+        return {"metrics": [asdict(m) for m in self.metrics], "axes": [asdict(a) for a in self.axes],
+                "neutral_settings": sorted(self.neutral_settings)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Declaration:
+        return cls(tuple(Metric(**m) for m in data.get("metrics") or []),
+                   tuple(Axis(**a) for a in data.get("axes") or []), frozenset(data.get("neutral_settings") or []))
+
+
+def declaration_of(manifest: dict[str, Any], task: str) -> Declaration:
+    """A run's declaration of `task`: as its manifest recorded it, else (a run from before lceval recorded them) the
+    registered task's, else none (every number a continuous metric, no breakdown but the controls)."""
+    recorded = (manifest.get("declarations") or {}).get(task)
+    if isinstance(recorded, dict):
+        return Declaration.from_dict(recorded)
+    from lceval import registry
+    from lceval.errors import UserError
+
+    try:
+        registered = registry.tasks.get(task)
+    except UserError:
+        return Declaration()
+    task_class = getattr(registered, "task_class", registered)
+    return task_class.declaration() if isinstance(task_class, type) and issubclass(task_class, Task) else Declaration()
+
+
+def mean(values: list[float]) -> float:
+    """The mean of a task's per-sample scores (NaN for none), on the scores' own scale."""
+    return sum(values) / len(values) if values else float("nan")
+
+
 class Task(ABC):
     """Subclasses set `name`, `version` and `description`, and register with `@tasks.register`.
 
@@ -66,6 +141,14 @@ class Task(ABC):
     version: ClassVar[str]
     description: ClassVar[str] = ""
     options_class: ClassVar[type | None] = None  # the typed options (`lceval tasks --options NAME` lists them)
+    metrics: ClassVar[tuple[Metric, ...]] = ()  # the scores `score` returns
+    axes: ClassVar[tuple[Axis, ...]] = ()  # the breakdowns of its samples
+    neutral_settings: ClassVar[frozenset[str]] = frozenset()  # settings that change no prompt and no score
+
+    @classmethod
+    def declaration(cls) -> Declaration:
+        """What the manifest records about this task's scores (lceval.task.Declaration)."""
+        return Declaration(tuple(cls.metrics), tuple(cls.axes), frozenset(cls.neutral_settings))
 
     def __init__(self, options: dict[str, Any] | None = None):
         self.options = dict(options or {})
@@ -85,9 +168,30 @@ class Task(ABC):
     def score(self, sample: Sample, output: str) -> dict[str, float]:
         """Metric name to value for one finished sample."""
 
-    @abstractmethod
     def aggregate(self, records: list[dict[str, Any]]) -> dict[str, Any]:
-        """Task results from its sample records (as written to samples.jsonl)."""
+        """Task results from its sample records (as written to samples.jsonl).
+
+        By default, from the declaration: each declared metric's mean over the samples (controls left out: compare
+        and report show them as a group of their own), and the same per group of each declared axis (`by_<axis>`).
+        A task overrides it only where its benchmark aggregates otherwise (LongBench's x100 averages, lm-eval's
+        groups, the needle's grid).
+        """
+        declared = self.declaration()
+        scored = [r for r in records if not is_control(r)]
+
+        def means(group: list[dict[str, Any]]) -> dict[str, float]:
+            return {m.name: mean([r["scores"][m.name] for r in group if r["scores"].get(m.name) is not None])
+                    for m in declared.metrics}
+
+        result: dict[str, Any] = {"n_samples": len(records), "metrics": means(scored)}
+        for axis in declared.axes:
+            groups: dict[str, list[dict[str, Any]]] = {}
+            for record in scored:
+                label = group_label(record, axis)
+                if label is not None:
+                    groups.setdefault(label, []).append(record)
+            result[f"by_{axis.name}"] = {label: means(group) for label, group in groups.items()}
+        return result
 
     def run(self, backend: Any, samples: list[Sample], progress: Any, run_dir: Path) -> Iterator[Outcome]:
         """Greedy generation for every sample at once, scored as each one finishes.
@@ -109,3 +213,12 @@ class Task(ABC):
     def after_run(self, run_dir: Path, results: dict[str, Any], manifest: dict[str, Any]) -> list[Path]:
         """Pictures and tables written beside the results; returns the files written."""
         return []
+
+
+def group_label(record: dict[str, Any], axis: Axis) -> str | None:
+    """The group of `axis` a sample record belongs to, or None (its meta has no such key, or no label for it)."""
+    meta = record.get("meta") or {}
+    if axis.key not in meta:
+        return None
+    raw = str(meta[axis.key])
+    return raw if axis.labels is None else axis.labels.get(raw)

@@ -17,7 +17,7 @@ from lceval.errors import UserError
 from lceval.prompting import bos_ids, encode, middle_truncate
 from lceval.registry import register_variant
 from lceval.settings import CommaList, Count, parse_options, settings_class
-from lceval.task import PromptContext, Sample, Task
+from lceval.task import Axis, Metric, PromptContext, Sample, Task
 from lceval.tasks import infinitebench_metrics
 from lceval.tasks.benchmark_data import hub_file, locate, read_jsonl, spec
 
@@ -88,6 +88,9 @@ class InfiniteBenchTask(Task):
     version = "1"
     options_class = InfiniteBenchOptions
     description = "InfiniteBench (12 tasks), official chat/base templates, middle truncation, v-a/v-b scorers."
+    metrics = (Metric("score", "Official metric of the task (0..1)"),)
+    axes = (Axis("subtask", "task"),)
+    neutral_settings = frozenset({"data_dir"})
 
     def __init__(self, options: dict[str, Any] | None = None):
         super().__init__(options)

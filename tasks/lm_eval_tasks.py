@@ -22,7 +22,7 @@ from typing import Any
 from lceval.errors import UserError
 from lceval.registry import tasks
 from lceval.settings import NonNegativeInt, parse_options, settings_class
-from lceval.task import Outcome, PromptContext, Sample, Task
+from lceval.task import Axis, Declaration, Outcome, PromptContext, Sample, Task
 
 CACHE_FILE = "lm_eval_cache.db"  # lm-eval's request cache inside the run folder: what a killed run already has
 MMLU_DESCRIPTION = ("MMLU through lm-eval's task definitions: zero-shot answer-letter log-likelihood under the chat "
@@ -86,6 +86,16 @@ class LmEvalTask(Task):
 
     version = "1"
     options_class = LmEvalOptions
+    # Where the data and task files live; lm-eval's bootstrap count changes its stderr, not a sample's score.
+    neutral_settings = frozenset({"data_dir", "include_path", "bootstrap_iters"})
+
+    @classmethod
+    def declaration(cls) -> Declaration:
+        """MMLU's subjects grouped by lm-eval's categories (stem, humanities, ...); other tasks' have no category."""
+        from lceval.tasks.mmlu_data import mmlu_categories
+
+        return Declaration(axes=(Axis("category", "subtask", labels=mmlu_categories()),),
+                           neutral_settings=cls.neutral_settings)
 
     def __init__(self, lm_eval_name: str, options: dict[str, Any] | None = None, name: str | None = None):
         super().__init__(options)
@@ -302,6 +312,7 @@ def lm_eval_task(lm_eval_name: str):
     factory.description = f"lm-eval's task {lm_eval_name} through the lceval backend"
     factory.takes_num_fewshot = True
     factory.options_class = LmEvalOptions
+    factory.task_class = LmEvalTask
     return factory
 
 
@@ -313,4 +324,5 @@ _mmlu.description = MMLU_DESCRIPTION
 _mmlu.reads_data_dir = True
 _mmlu.takes_num_fewshot = True
 _mmlu.options_class = LmEvalOptions
+_mmlu.task_class = LmEvalTask
 tasks.register("mmlu")(_mmlu)

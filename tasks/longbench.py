@@ -18,7 +18,7 @@ from lceval.errors import UserError
 from lceval.prompting import bos_ids, encode, middle_truncate
 from lceval.registry import register_variant
 from lceval.settings import CommaList, Count, parse_options, settings_class
-from lceval.task import PromptContext, Sample, Task
+from lceval.task import Axis, Metric, PromptContext, Sample, Task
 from lceval.tasks import longbench_metrics
 from lceval.tasks.benchmark_data import hub_file, locate, read_jsonl, spec
 
@@ -68,6 +68,10 @@ class LongBenchTask(Task):
     version = "1"
     options_class = LongBenchOptions
     description = "LongBench v1 (21 datasets), official prompts, middle truncation and metrics."
+    metrics = (Metric("score", "Official metric of the dataset (0..1)"),)
+    # length: each document's word count (a breakdown only where few distinct counts occur).
+    axes = (Axis("length", "length"), Axis("category", "category"), Axis("dataset", "dataset"))
+    neutral_settings = frozenset({"data_dir"})
 
     def __init__(self, options: dict[str, Any] | None = None):
         super().__init__(options)

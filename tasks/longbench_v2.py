@@ -32,7 +32,7 @@ from lceval.errors import UserError
 from lceval.prompting import bos_ids, encode, middle_truncate
 from lceval.registry import register_variant
 from lceval.settings import Count, parse_options, settings_class
-from lceval.task import PromptContext, Sample, Task
+from lceval.task import Axis, Metric, PromptContext, Sample, Task
 from lceval.tasks.benchmark_data import hub_file, locate, spec
 
 HUB_REPO = "THUDM/LongBench-v2"
@@ -135,6 +135,9 @@ class LongBenchV2Task(Task):
     version = "1"
     options_class = LongBenchV2Options
     description = "LongBench v2 (503 four-choice questions), official 0shot prompt, truncation and accuracy."
+    metrics = (Metric("correct", "Choice correct", pass_fail=True),)
+    axes = (Axis("length", "length"), Axis("difficulty", "difficulty"))
+    neutral_settings = frozenset({"data_dir"})
 
     def __init__(self, options: dict[str, Any] | None = None):
         super().__init__(options)

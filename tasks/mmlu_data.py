@@ -14,6 +14,7 @@ import hashlib
 import io
 import json
 import shutil
+from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,21 @@ def lm_eval_mmlu_dir() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise ImportError("lm-eval is not installed")
     return Path(next(iter(spec.submodule_search_locations))) / "tasks" / "mmlu" / "default"
+
+
+@cache
+def mmlu_categories() -> dict[str, str]:
+    """lm-eval's MMLU subject task -> category (its task files' `tag`, e.g. mmlu_stem_tasks -> stem); empty where
+    lm-eval is not installed."""
+    try:
+        mapping = {}
+        for path in lm_eval_mmlu_dir().glob("mmlu_*.yaml"):
+            tag = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("tag", "")
+            if isinstance(tag, str) and tag.startswith("mmlu_"):
+                mapping[path.stem] = tag.removeprefix("mmlu_").removesuffix("_tasks").replace("_", " ")
+        return mapping
+    except (ImportError, OSError):
+        return {}
 
 
 def subjects() -> list[str]:

@@ -39,7 +39,7 @@ from lceval.prompting import encode
 from lceval.registry import tasks
 from lceval.results import is_control
 from lceval.settings import Count, Percent, parse_options, settings_class
-from lceval.task import PromptContext, Sample, Task
+from lceval.task import Axis, Metric, PromptContext, Sample, Task
 from lceval.tasks.haystack import GENERATED, haystack_text
 
 METRICS = ("key_facts", "rouge_l_f1", "exact_phrase")
@@ -186,11 +186,19 @@ class NeedleTask(Task):
     version = "3"  # 3: a no-needle control per length
     options_class = NeedleOptions
     description = "Needle in a haystack over a length x depth grid (seed paper and gkamradt presets), with heatmaps."
-    metrics: tuple[str, ...] = METRICS
+    metrics = (Metric("key_facts", "Needle's key facts found", pass_fail=True),
+               Metric("rouge_l_f1", "ROUGE-L F1 vs the needle"),
+               Metric("exact_phrase", "Whole answer phrase found (strict)", pass_fail=True),
+               Metric("judge", "Judge's rating / 10 (with needle.judge_url)"))
+    axes = (Axis("length", "length"),)
+    # Where the haystack and the judge live, and how the heatmap marks the training length.
+    neutral_settings = frozenset({"haystack", "training_length", "judge_url", "judge_api_key_env"})
 
     def __init__(self, options: dict[str, Any] | None = None):
         super().__init__(options)
         self.opts = NeedleOptions.from_dict(self.options, self.name)
+        # The scores of this run: every declared metric but the judge's, which needs a judge.
+        self.scored = tuple(m.name for m in self.metrics if m.name != "judge")
         self.lengths = length_grid(self.opts)
         self.depths = depth_grid(self.opts)
         self._judge = None
@@ -199,7 +207,7 @@ class NeedleTask(Task):
 
             self._judge = Judge(self.opts.judge_url, self.opts.judge_model, self.opts.judge_api_key_env,
                                 option=f"{self.name}.judge")
-            self.metrics = (*self.metrics, "judge")
+            self.scored = (*self.scored, "judge")
 
     def settings(self) -> dict[str, Any]:
         resolved = asdict(self.opts)
@@ -335,12 +343,12 @@ class NeedleTask(Task):
         return {**scores, "judge": None if rating is None else rating / 10}
 
     def aggregate(self, records: list[dict[str, Any]]) -> dict[str, Any]:
-        return aggregate_grid(records, self.metrics)
+        return aggregate_grid(records, self.scored)
 
     def after_run(self, run_dir: Path, results: dict[str, Any], manifest: dict[str, Any]) -> list[Path]:
-        from lceval.plots import write_needle_heatmaps
+        from lceval.plots import write_grid_heatmaps
 
-        return write_needle_heatmaps(run_dir, results, manifest, task=self.name,
+        return write_grid_heatmaps(run_dir, results, manifest, task=self.name,
                                      training_length=self.opts.training_length)
 
 
@@ -354,7 +362,8 @@ class PasskeyTask(NeedleTask):
     name = "passkey"
     version = "3"  # 3: a no-needle control per length
     description = "Passkey retrieval (Landmark/LongLoRA): a seeded 5-digit key in filler, length x depth grid."
-    metrics = ("passkey_match",)
+    metrics = (Metric("passkey_match", "Pass key retrieved (first integer)", pass_fail=True),
+               Metric("judge", "Judge's rating / 10 (with passkey.judge_url)"))
 
     def __init__(self, options: dict[str, Any] | None = None):
         super().__init__({"preset": "passkey", **(options or {})})

@@ -33,7 +33,7 @@ from lceval.metrics import substring_match
 from lceval.prompting import encode
 from lceval.registry import tasks
 from lceval.settings import Count, NonNegativeInt, parse_options, settings_class
-from lceval.task import PromptContext, Sample, Task
+from lceval.task import Axis, Metric, PromptContext, Sample, Task
 from lceval.tasks.benchmark_data import locate, numbered_rows
 from lceval.tasks.longbench_metrics import qa_f1_score
 
@@ -274,7 +274,9 @@ class TopicTask(Task):
     options_class = TopicOptions
     description = "Topic retrieval (LongChat/LongEval, the seed paper's counts 5-70): name the first topic."
     reads_data_dir = True
-    metrics: tuple[str, ...] = METRICS
+    metrics = (Metric("accuracy", "Accuracy (topic in the answer)", pass_fail=True), Metric("f1", "Token F1"))
+    axes = (Axis("topics", "num_topics"),)
+    neutral_settings = frozenset({"data_dir"})
 
     def __init__(self, options: dict[str, Any] | None = None):
         super().__init__(options)
@@ -329,7 +331,7 @@ class TopicTask(Task):
         return score_topic(output, sample.target["topic"])
 
     def aggregate(self, records: list[dict[str, Any]]) -> dict[str, Any]:
-        return aggregate_counts(records, self.metrics)
+        return aggregate_counts(records, METRICS)
 
     def after_run(self, run_dir: Path, results: dict[str, Any], manifest: dict[str, Any]) -> list[Path]:
         return write_topic_curve(run_dir, results, manifest, task=self.name)
@@ -377,7 +379,6 @@ def aggregate_counts(records: list[dict[str, Any]], metrics: tuple[str, ...] = M
 
 
 CURVE_COLUMNS = ("num_topics", "n", "mean_prompt_tokens", *METRICS)
-CURVE_LABELS = {"accuracy": "Accuracy (topic in the answer)", "f1": "Token F1"}
 
 
 def write_topic_curve(run_dir: Path, results: dict[str, Any], manifest: dict[str, Any], *,
@@ -399,7 +400,8 @@ def write_topic_curve(run_dir: Path, results: dict[str, Any], manifest: dict[str
     overall = task_results["metrics"]
     summary = f"accuracy {overall['accuracy']:.3f}, token F1 {overall['f1']:.3f} over {task_results['n_samples']} cases"
     title = heatmap_title(manifest, task, f"First topic named: {summary}", None)
-    png = plot_curve(run_dir / f"{stem}.png", {CURVE_LABELS[m]: (xs, [p[m] for p in curve]) for m in METRICS},
+    png = plot_curve(run_dir / f"{stem}.png", {TopicTask.declaration().label(m): (xs, [p[m] for p in curve])
+                                                   for m in METRICS},
                      title=title, xlabel="Mean prompt length (tokens)", ylabel="Score",
                      top_ticks=(xs, [str(p["num_topics"]) for p in curve]), top_label="Topics in the conversation")
     return [png, csv_path]

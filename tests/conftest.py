@@ -75,3 +75,21 @@ def vllm_backend(demo_model):
     backend = VLLMBackend(BackendSettings(model_path=demo_model, max_length=2048))
     yield backend
     backend.close()
+
+
+# ------------------------------------------------------------------------------------------------------- lanes
+# Three lanes, said by what a test uses: `-m "not slow and not model"` (the quick lane: no model, no engine, no
+# subprocess), `-m model` (the demo model or another tiny model, in-process) and `-m slow` (vLLM engines, servers,
+# `lceval` subprocesses, training). A test that needs a model or a process through these fixtures is marked here; a
+# test that builds one itself carries the marker in its file.
+PROCESS_FIXTURES = frozenset({"lceval_cmd", "cli_env", "vllm_backend"})
+MODEL_FIXTURES = frozenset({"demo_model", "demo_tokenizer"})
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        if used & PROCESS_FIXTURES:
+            item.add_marker(pytest.mark.slow)
+        elif used & MODEL_FIXTURES and item.get_closest_marker("slow") is None:
+            item.add_marker(pytest.mark.model)

@@ -26,11 +26,9 @@ ECHO_SOURCE = f'''
 
 from __future__ import annotations
 
-import math
-
 from lceval.backends.base import Backend, Generation
 from lceval.prompting import encode
-from lceval.task import Sample, Task
+from lceval.task import Axis, Metric, Sample, Task
 
 WORDS = ["alpha", "beta", "gamma", "delta"]
 
@@ -39,6 +37,10 @@ class EchoTask(Task):
     name = "echo"
     version = "3"
     description = "{ECHO_DESCRIPTION}"
+    # Declared, not hand-aggregated: the default aggregation, compare, report and gate read these.
+    metrics = (Metric("nonempty", "Answered at all", pass_fail=True),
+               Metric("exact", "Repeated the word", pass_fail=True))
+    axes = (Axis("word", "word"),)
 
     def settings(self):
         return {{"n": int(self.options.get("n", 3))}}
@@ -54,13 +56,6 @@ class EchoTask(Task):
     def score(self, sample, output):
         return {{"nonempty": float(bool(output.strip())),
                  "exact": float(output.strip().lower() == sample.target)}}
-
-    def aggregate(self, records):
-        metrics = {{}}
-        for metric in ("nonempty", "exact"):
-            values = [r["scores"][metric] for r in records]
-            metrics[metric] = sum(values) / len(values) if values else math.nan
-        return {{"n_samples": len(records), "metrics": metrics}}
 
 
 class EchoBackend(Backend):
@@ -310,6 +305,39 @@ def test_run_plugin_task_on_plugin_backend_and_resume(env, tmp_path):
     assert again.returncode == 0, again.stdout + again.stderr
     assert (out / "b" / "samples.jsonl").read_bytes() == samples
     assert len(json.loads((out / "b" / "manifest.json").read_text())["sessions"]) == 2
+
+
+def test_plugin_task_axis_is_a_breakdown_in_results_compare_report_and_gate(env, tmp_path):
+    """A plugin task that declares an axis of its own (`word`) gets it everywhere without touching lceval: its
+    results' `by_word`, a `word` breakdown in compare and in the report, and a gate check `by: word`."""
+    out = tmp_path / "runs"
+    for run_id in ("a", "b"):
+        proc = lceval(env, "run", "--model", "lceval-demo", "--tasks", "echo", "--backend", "echo-backend", "--out",
+                      out, "--run-id", run_id)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    results, manifest, _ = _run_dir_contents(out / "a")
+    assert results["tasks"]["echo"]["by_word"] == {w: {"nonempty": 1.0, "exact": 0.0} for w in ("alpha", "beta",
+                                                                                                "gamma")}
+    assert manifest["declarations"]["echo"]["axes"] == [{"name": "word", "key": "word", "labels": None}]
+
+    proc = lceval(env, "compare", out / "a", out / "b", "--format", "json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = json.loads(proc.stdout)["rows"]
+    assert {(r["metric"], r["breakdown"], r["group"]) for r in rows if r["breakdown"] == "word"} == {
+        (m, "word", w) for m in ("nonempty", "exact") for w in ("alpha", "beta", "gamma")}
+    assert {r["kind"] for r in rows} == {"binary"}  # both metrics declared pass/fail
+
+    report = tmp_path / "report.md"
+    proc = lceval(env, "report", out / "a", out / "b", "--output", report)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    text = report.read_text()
+    assert "word alpha" in text and "word gamma" in text, text
+
+    policy = tmp_path / "gate.yaml"
+    policy.write_text("checks:\n  - {task: echo, metric: nonempty, by: word, margin: 0.5}\n")
+    proc = lceval(env, "gate", "--baseline", out / "a", "--candidate", out / "b", "--policy", policy)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "echo nonempty [word=beta]" in proc.stdout
 
 
 def test_broken_plugin_does_not_break_builtin_run(env, tmp_path):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from lceval.errors import UserError
-from lceval.plots import grid_from_cells, plot_heatmap, write_needle_heatmaps
+from lceval.plots import grid_from_cells, plot_heatmap, write_grid_heatmaps
 from lceval.results import RunFolder
 from lceval.tasks.needle import aggregate_grid
 
@@ -50,7 +50,7 @@ def test_heatmap_grid_puts_depth_down_and_length_across(tmp_path):
     assert lengths == [1000, 2000] and depths == [0, 50]
     assert grid[0, 0] == 1.0 and grid[1, 1] == 0.25 and np.isnan(grid[0, 1])
     manifest = {"model": {"spec": "m"}, "adapter": {"spec": "a"}}
-    files = write_needle_heatmaps(tmp_path, {"tasks": {"needle": agg}}, manifest, training_length=1500)
+    files = write_grid_heatmaps(tmp_path, {"tasks": {"needle": agg}}, manifest, task="needle", training_length=1500)
     names = sorted(f.name for f in files)
     assert names == ["needle_heatmap_exact_phrase.csv", "needle_heatmap_exact_phrase.png",
                      "needle_heatmap_key_facts.csv", "needle_heatmap_key_facts.png",
