@@ -6,8 +6,9 @@
     results.json    aggregates per task and the run's cost (lceval.cost), written at the end of a run
     *.png, *.csv    pictures and grids written by the tasks
 
-A run killed at any point continues with the same run id: a torn last line is cut off, finished samples
-are skipped, and the rest run. Samples are keyed by (task, sample id) and carry the hash of their prompt.
+Every field is typed and documented in lceval.schema (and docs/run-folder.md). A run killed at any point
+continues with the same run id: a torn last line is cut off, finished samples are skipped, and the rest run.
+Samples are keyed by (task, sample id) and carry the hash of their prompt.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from typing import Any
 from lceval import files
 from lceval.errors import UserError
 
-SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 SAMPLES = "samples.jsonl"
 RESULTS = "results.json"

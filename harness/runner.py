@@ -33,7 +33,8 @@ from lceval.model_files import (
 from lceval.models import DEFAULT_MODEL, NamedModel, named_model
 from lceval.progress import sample_progress
 from lceval.prompting import hash_ids, hash_text, stop_token_ids
-from lceval.results import SCHEMA_VERSION, RunFolder, first_difference
+from lceval.results import RunFolder, first_difference
+from lceval.schema import SCHEMA_VERSION, Manifest, Results, SampleRecord
 from lceval.task import PromptContext, Sample, Task
 
 
@@ -190,34 +191,33 @@ def plan(cfg: RunConfig, console: Console, write: bool = True) -> Plan:
                       else folder_hash(model.path))
         adapter_hash = folder_hash(adapter.path) if adapter else None
     fingerprint = _fingerprint(cfg, model_hash["sha256"], adapter_hash and adapter_hash["sha256"], max_length, tasks)
-    manifest = {
-        "schema_version": SCHEMA_VERSION,
-        "run_id": run_id,
-        "created_at": now(),
-        "status": "running",
-        "model": {"spec": model.spec, "path": str(model.path), "revision": model.revision, "window": window,
-                  "gguf_file": model.gguf and model.gguf["file"], **model_hash},
-        "adapter": None if adapter is None else {"spec": cfg.adapter, "path": str(adapter.path),
-                                                 "rank": adapter.rank, "base_model": adapter.base_model,
-                                                 "modules_to_save": list(adapter.modules_to_save),
-                                                 "rope_parameters": adapter.rope_parameters,
-                                                 "trained_window": adapter.trained_window, **adapter_hash},
-        "rope_parameters": adapter_rope(cfg, adapter),  # applied from the adapter's training record
-        "served_adapter": served_adapter_name(cfg),
-        "max_length": max_length,
-        "tokenizer": {"sha256": tokenizer_hash(model.path),
-                      "chat_template_sha256": hash_text(getattr(tokenizer, "chat_template", None)),
-                      "stop_token_ids": stops, "class": type(tokenizer).__name__},
-        "config": cfg.to_dict(),
-        "run_defaults": run_defaults,  # the settings of `config` that the named model supplied (lceval.models)
-        "tasks": {t.name: {"version": t.version, "settings": t.settings(), "n_samples": len(all_ids[t.name])}
-                  for t in tasks},
-        "declarations": {t.name: t.declaration().to_dict() for t in tasks},  # metrics, axes (lceval.task)
-        "fingerprint": fingerprint,
-        "software": environment.software(),
-        "hardware": environment.hardware(),
-        "sessions": [],
-    }
+    manifest = Manifest(
+        schema_version=SCHEMA_VERSION,
+        run_id=run_id,
+        created_at=now(),
+        status="running",
+        model={"spec": model.spec, "path": str(model.path), "revision": model.revision, "window": window,
+               "gguf_file": model.gguf and model.gguf["file"], **model_hash},
+        adapter=None if adapter is None else {"spec": cfg.adapter, "path": str(adapter.path), "rank": adapter.rank,
+                                              "base_model": adapter.base_model,
+                                              "modules_to_save": list(adapter.modules_to_save),
+                                              "rope_parameters": adapter.rope_parameters,
+                                              "trained_window": adapter.trained_window, **adapter_hash},
+        rope_parameters=adapter_rope(cfg, adapter),
+        served_adapter=served_adapter_name(cfg),
+        max_length=max_length,
+        tokenizer={"sha256": tokenizer_hash(model.path),
+                   "chat_template_sha256": hash_text(getattr(tokenizer, "chat_template", None)),
+                   "stop_token_ids": stops, "class": type(tokenizer).__name__},
+        config=cfg.to_dict(),
+        run_defaults=run_defaults,
+        tasks={t.name: {"version": t.version, "settings": t.settings(), "n_samples": len(all_ids[t.name])}
+               for t in tasks},
+        declarations={t.name: t.declaration().to_dict() for t in tasks},
+        fingerprint=fingerprint,
+        software=environment.software(),
+        hardware=environment.hardware(),
+    ).to_dict()
     if run.exists():
         old = run.manifest()
         diff = first_difference(old.get("fingerprint"), fingerprint)
@@ -443,21 +443,12 @@ def _generate(backend: Backend, todo: list[tuple[Task, Sample]], run: RunFolder,
                 sample = outcome.sample
                 finished.append(cost.Finished(time.monotonic() - started, len(sample.prompt_ids),
                                               outcome.output_tokens or 0))
-                record = {
-                    "task": task.name,
-                    "task_version": task.version,
-                    "id": sample.id,
-                    "prompt_hash": hash_ids(sample.prompt_ids),
-                    "prompt_tokens": len(sample.prompt_ids),
-                    "meta": sample.meta,
-                    "target": sample.target,
-                    "excerpt": sample.excerpt,
-                    "output": outcome.output,
-                    "output_tokens": outcome.output_tokens,
-                    "finish_reason": outcome.finish_reason,
-                    "scores": outcome.scores,
-                }
-                run.append(record, handle)
+                record = SampleRecord(
+                    task=task.name, task_version=task.version, id=sample.id, prompt_hash=hash_ids(sample.prompt_ids),
+                    prompt_tokens=len(sample.prompt_ids), meta=sample.meta, target=sample.target,
+                    excerpt=sample.excerpt, output=outcome.output, output_tokens=outcome.output_tokens,
+                    finish_reason=outcome.finish_reason, scores=outcome.scores)
+                run.append(record.to_dict(), handle)
                 count += 1
             task_cost = cost.task_cost(finished, time.monotonic() - started)
             rate = task_cost["tokens_per_s"]
@@ -471,7 +462,7 @@ def _generate(backend: Backend, todo: list[tuple[Task, Sample]], run: RunFolder,
 def finish(p: Plan, console: Console) -> dict[str, Any]:
     """Aggregate what samples.jsonl holds for this run's samples, write results.json and the pictures."""
     records = p.run.records(samples=True)
-    results: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "run_id": p.manifest["run_id"], "tasks": {}}
+    results = Results(schema_version=SCHEMA_VERSION, run_id=p.manifest["run_id"], tasks={})
     complete = True
     held = 0
     for task in p.tasks:
@@ -479,15 +470,16 @@ def finish(p: Plan, console: Console) -> dict[str, Any]:
         mine = [r for r in records if r["task"] == task.name and r["id"] in wanted]
         complete &= len(mine) == len(wanted)
         held += len(mine)
-        results["tasks"][task.name] = {"version": task.version, "n_expected": len(wanted), **task.aggregate(mine)}
-    results["cost"] = cost.run_cost(p.manifest.get("sessions", []), held)  # every session's work, summed
-    p.run.write_results(results)
+        results.tasks[task.name] = {"version": task.version, "n_expected": len(wanted), **task.aggregate(mine)}
+    results.cost = cost.run_cost(p.manifest.get("sessions", []), held)  # every session's work, summed
+    written = results.to_dict()
+    p.run.write_results(written)
     files = []
     for task in p.tasks:
-        files += [str(f.name) for f in task.after_run(p.run.path, results, p.manifest)]
+        files += [str(f.name) for f in task.after_run(p.run.path, written, p.manifest)]
     p.manifest.update(status="complete" if complete else "partial", finished_at=now(), files=files)
     p.run.write_manifest(p.manifest)
-    return results
+    return written
 
 
 # ---------------------------------------------------------------------------------------------------- --dry-run

@@ -55,7 +55,7 @@ def test_one_control_per_length_is_a_cell_without_its_needle(ctx, demo_tokenizer
         assert first.meta["depth"] == DEPTHS[0]
         # Its target (a passkey: the depth-0 cell's key, drawn as every cell's is), answer budget and scores.
         assert control.target == first.target and control.max_new_tokens == first.max_new_tokens
-        assert set(task.score(control, "anything")) == set(task.metrics)
+        assert set(task.score(control, "anything")) == set(task.scored)
         # The depth-0 cell with its needle taken out: the same template, description, haystack cut and question.
         needle = encode(demo_tokenizer, first.target["needle"])
         at = first.meta["needle_token_index"]
