@@ -6,7 +6,7 @@ import pytest
 @pytest.fixture(scope="session")
 def demo_model(tmp_path_factory):
     os.environ.setdefault("LCEVAL_CACHE", str(tmp_path_factory.mktemp("lceval-cache")))
-    from lceval.demo import demo_model_path
+    from lceval.running.demo import demo_model_path
 
     return demo_model_path()
 
@@ -34,7 +34,7 @@ def bpe_tokenizer(demo_model):
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-    from lceval.demo import CHAT_TEMPLATE, LLAMA3_STYLE_SPECIALS, cache_dir
+    from lceval.running.demo import CHAT_TEMPLATE, LLAMA3_STYLE_SPECIALS, cache_dir
     from lceval.tasks.haystack import generated_text
 
     path = cache_dir() / f"bench-bpe-{BPE_VOCAB}-v1"

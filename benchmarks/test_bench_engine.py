@@ -27,8 +27,8 @@ ROUNDS = 5
 @pytest.fixture(scope="module")
 def planned(demo_model):
     """The plan of a needle and a LongBench run (prompts in tokens), and one vLLM engine on its model."""
-    from lceval.config import RunConfig
-    from lceval.runner import _backend_settings, plan, start_backend
+    from lceval.running.config import RunConfig
+    from lceval.running.runner import _backend_settings, plan, start_backend
 
     console = Console(file=io.StringIO())
     model = os.environ.get("LCEVAL_BENCH_MODEL", "lceval-demo")
@@ -52,8 +52,8 @@ def _raw(backend, samples) -> list[list[int]]:
 
 
 def _lceval(p, backend) -> int:
-    from lceval.results import RunFolder
-    from lceval.runner import _generate
+    from lceval.api.run_folder import RunFolder
+    from lceval.running.runner import _generate
 
     todo = [(task, sample) for task in p.tasks for sample in p.samples[task.name]]
     with tempfile.TemporaryDirectory() as folder:
@@ -105,8 +105,8 @@ def test_several_checkpoints_in_one_engine_start(benchmark, demo_model, tmp_path
     sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
     from openai_server import make_lora_adapter
 
-    from lceval.config import RunConfig
-    from lceval.runner import checkpoint_configs, execute, execute_checkpoints
+    from lceval.running.config import RunConfig
+    from lceval.running.runner import checkpoint_configs, execute, execute_checkpoints
 
     adapters = [make_lora_adapter(demo_model, tmp_path / f"checkpoint-{seed}00", seed=seed) for seed in (1, 2, 3)]
     spec = ",".join(["none", *map(str, adapters)])

@@ -50,8 +50,8 @@ def test_lceval_against_lm_eval_on_transformers(benchmark, demo_model, tmp_path)
     from lm_eval.tasks import TaskManager
     from transformers import AutoTokenizer
 
-    from lceval.config import RunConfig
-    from lceval.runner import execute, plan
+    from lceval.running.config import RunConfig
+    from lceval.running.runner import execute, plan
 
     quiet = Console(file=io.StringIO())
     cfg = RunConfig(model="lceval-demo", tasks=["needle"], backend="hf", batch_size=BATCH, out=str(tmp_path / "runs"),

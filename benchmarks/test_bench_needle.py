@@ -3,8 +3,8 @@
 Run: python -m pytest benchmarks --benchmark-only
 """
 
-from lceval.backends.base import BackendSettings, GenerationRequest
-from lceval.task import PromptContext
+from lceval.api.backend import BackendSettings, GenerationRequest
+from lceval.api.task import PromptContext
 from lceval.tasks.needle import NeedleTask
 
 

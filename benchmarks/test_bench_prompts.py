@@ -18,7 +18,7 @@ import tracemalloc
 
 import pytest
 
-from lceval.task import PromptContext
+from lceval.api.task import PromptContext
 from lceval.tasks.haystack import forget_generated
 from lceval.tasks.needle import NeedleTask
 

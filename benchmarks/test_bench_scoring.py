@@ -14,8 +14,8 @@ from importlib import resources
 
 import pytest
 
-from lceval.tasks import infinitebench_metrics as ib
-from lceval.tasks import longbench_metrics as lb
+from lceval.metrics import infinitebench as ib
+from lceval.metrics import longbench as lb
 
 
 def _rows(folder: str, name: str) -> list[dict]:

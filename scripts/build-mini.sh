@@ -13,11 +13,11 @@ lceval export "$out/mini-extended-adapter" --merge --output-dir "$out/mini-exten
 # ship: each stage's top-level files (weights, config, tokenizer, recipe, training record and log), not its
 # intermediate checkpoints, trainer state or generated card
 for name in mini-base mini-extended-adapter mini-extended; do
-    rm -rf "harness/checkpoints/$name" && mkdir -p "harness/checkpoints/$name"
+    rm -rf "harness/models/checkpoints/$name" && mkdir -p "harness/models/checkpoints/$name"
     find "$out/$name" -maxdepth 1 -type f ! -name training_args.bin ! -name README.md \
-        -exec cp {} "harness/checkpoints/$name/" \;
+        -exec cp {} "harness/models/checkpoints/$name/" \;
 done
-cp recipes/mini/MODEL_CARD.md harness/checkpoints/README.md
+cp recipes/mini/MODEL_CARD.md harness/models/checkpoints/README.md
 for model in base extended; do
     lceval run --config "results/baselines/mini/$model/run.yaml" --out "$out/runs" --run-id "mini-$model"
 done

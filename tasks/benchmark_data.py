@@ -14,8 +14,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from lceval import files
-from lceval.errors import UserError
+from lceval.api import files
+from lceval.api.errors import UserError
 
 
 @cache

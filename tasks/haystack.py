@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from lceval.errors import UserError
+from lceval.api.errors import UserError
 
 GENERATED = "generated"
 NOISE = "noise"

@@ -3,7 +3,7 @@
 Prompt families: `chat` (the official gpt4 templates, wrapped in the model's chat template) and `base` (the
 yarn_mistral templates, completion style, no chat template), chosen by -o infinitebench.template=chat|base.
 The formatted prompt is middle-truncated to `max_length` tokens (BOS counted); generation is greedy with each
-task's official length, cut to what the window leaves. Scoring is lceval.tasks.infinitebench_metrics with the
+task's official length, cut to what the window leaves. Scoring is lceval.metrics.infinitebench with the
 scorer version (`v-a`, the June 2024 snapshot behind the published table, or `v-b`, August 2024) recorded.
 """
 
@@ -13,12 +13,12 @@ import re
 from dataclasses import asdict
 from typing import Any, Literal
 
-from lceval.errors import UserError
-from lceval.prompting import bos_ids, encode, middle_truncate
-from lceval.registry import register_variant
-from lceval.settings import CommaList, Count, parse_options, settings_class
-from lceval.task import Axis, Metric, PromptContext, Sample, Task
-from lceval.tasks import infinitebench_metrics
+from lceval.api.errors import UserError
+from lceval.api.prompting import bos_ids, encode, middle_truncate
+from lceval.api.registry import register_variant
+from lceval.api.settings import CommaList, Count, parse_options, settings_class
+from lceval.api.task import Axis, Metric, PromptContext, Sample, Task
+from lceval.metrics import infinitebench as infinitebench_metrics
 from lceval.tasks.benchmark_data import hub_file, locate, read_jsonl, spec
 
 HUB_REPO = "xinrongzhang2022/InfiniteBench"
@@ -34,7 +34,7 @@ def tasks_spec() -> dict[str, dict[str, Any]]:
 
 @settings_class
 class InfiniteBenchOptions:
-    """-o infinitebench.KEY=VALUE (and infinitebench/<task>): each field's type is its range (lceval.settings)."""
+    """-o infinitebench.KEY=VALUE (and infinitebench/<task>): each field's type is its range (lceval.api.settings)."""
 
     tasks: CommaList | None = None
     template: Literal["chat", "base"] = "chat"  # chat (the official gpt4 templates) or base (the yarn_mistral ones)

@@ -1,7 +1,7 @@
 """lm-eval's tasks on lceval's backends: `mmlu` (the seed paper's protocol) and `lm-eval:<name>` for any other.
 
 lm-eval builds the prompts and scores the answers with its own task definitions; the backend is reached through
-`lceval.lm_eval_bridge.BackendLM`. Each document becomes one lceval sample, so a run folder holds one line per
+`lceval.tasks.lm_eval_bridge.BackendLM`. Each document becomes one lceval sample, so a run folder holds one line per
 document with lm-eval's per-document metrics, resumes by document, and is compared and gated like any other
 run. Results are lm-eval's own aggregation (its pooled, size-weighted group scores and standard errors) plus the
 plain mean over the subtasks of each group, which is how the seed paper reports MMLU's categories.
@@ -19,10 +19,10 @@ from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
 
-from lceval.errors import UserError
-from lceval.registry import tasks
-from lceval.settings import NonNegativeInt, parse_options, settings_class
-from lceval.task import Axis, Declaration, Outcome, PromptContext, Sample, Task
+from lceval.api.errors import UserError
+from lceval.api.registry import tasks
+from lceval.api.settings import NonNegativeInt, parse_options, settings_class
+from lceval.api.task import Axis, Declaration, Outcome, PromptContext, Sample, Task
 
 CACHE_FILE = "lm_eval_cache.db"  # lm-eval's request cache inside the run folder: what a killed run already has
 MMLU_DESCRIPTION = ("MMLU through lm-eval's task definitions: zero-shot answer-letter log-likelihood under the chat "
@@ -31,7 +31,7 @@ MMLU_DESCRIPTION = ("MMLU through lm-eval's task definitions: zero-shot answer-l
 
 @settings_class
 class LmEvalOptions:
-    """-o mmlu.KEY=VALUE and -o lm-eval:<name>.KEY=VALUE: each field's type is its range (lceval.settings)."""
+    """-o mmlu.KEY=VALUE and -o lm-eval:<name>.KEY=VALUE: each field's type is its range (lceval.api.settings)."""
 
     num_fewshot: NonNegativeInt | None = None  # None: the task's own default (lm-eval's rule)
     chat_template: bool = False  # wrap prompts in the model's chat template (and the run's --chat-template)
@@ -112,7 +112,7 @@ class LmEvalTask(Task):
             if self.lm_eval_name != "mmlu":
                 raise UserError(f"{self.name} cannot read data_dir: lceval reads local copies for mmlu only; other "
                                 "lm-eval tasks read their data as lm-eval does (hub or HF_DATASETS_CACHE).")
-            from lceval.demo import cache_dir
+            from lceval.running.demo import cache_dir
             from lceval.tasks import mmlu_data
 
             root = Path(self.opts.data_dir).expanduser() if self.opts.data_dir else mmlu_data.bundled_dir()
@@ -167,7 +167,7 @@ class LmEvalTask(Task):
             )
 
     def build_samples(self, ctx: PromptContext) -> list[Sample]:
-        from lceval.lm_eval_bridge import BackendLM
+        from lceval.tasks.lm_eval_bridge import BackendLM
 
         lm = BackendLM(ctx.tokenizer, ctx.window)
         self._chat_used = self._chat(ctx.chat_template)
@@ -197,7 +197,7 @@ class LmEvalTask(Task):
         from lm_eval.api.model import CachingLM
         from lm_eval.evaluator import evaluate
 
-        from lceval.lm_eval_bridge import BackendLM
+        from lceval.tasks.lm_eval_bridge import BackendLM
 
         bars: dict[str, Any] = {}
 

@@ -3,7 +3,7 @@
 Per item: the dataset's template filled with the item; middle truncation of the formatted prompt to
 `max_length` tokens of the model's tokenizer (BOS counted, first and last half kept); the chat template after
 truncation except for the completion-style datasets; greedy decoding with the dataset's maxlen (samsum stops at
-a newline after at least one token); the raw output is scored by lceval.tasks.longbench_metrics, which also
+a newline after at least one token); the raw output is scored by lceval.metrics.longbench, which also
 takes the first line for trec, triviaqa, samsum and lsht as eval.py does. Scores are round(100 * mean, 2).
 """
 
@@ -14,12 +14,12 @@ import zipfile
 from dataclasses import asdict, field
 from typing import Any
 
-from lceval.errors import UserError
-from lceval.prompting import bos_ids, encode, middle_truncate
-from lceval.registry import register_variant
-from lceval.settings import CommaList, Count, parse_options, settings_class
-from lceval.task import Axis, Metric, PromptContext, Sample, Task
-from lceval.tasks import longbench_metrics
+from lceval.api.errors import UserError
+from lceval.api.prompting import bos_ids, encode, middle_truncate
+from lceval.api.registry import register_variant
+from lceval.api.settings import CommaList, Count, parse_options, settings_class
+from lceval.api.task import Axis, Metric, PromptContext, Sample, Task
+from lceval.metrics import longbench as longbench_metrics
 from lceval.tasks.benchmark_data import hub_file, locate, read_jsonl, spec
 
 HUB_REPO = "THUDM/LongBench"

@@ -27,12 +27,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from lceval import files
-from lceval.errors import UserError
-from lceval.prompting import bos_ids, encode, middle_truncate
-from lceval.registry import register_variant
-from lceval.settings import Count, parse_options, settings_class
-from lceval.task import Axis, Metric, PromptContext, Sample, Task
+from lceval.api import files
+from lceval.api.errors import UserError
+from lceval.api.prompting import bos_ids, encode, middle_truncate
+from lceval.api.registry import register_variant
+from lceval.api.settings import Count, parse_options, settings_class
+from lceval.api.task import Axis, Metric, PromptContext, Sample, Task
 from lceval.tasks.benchmark_data import hub_file, locate, spec
 
 HUB_REPO = "THUDM/LongBench-v2"
@@ -51,7 +51,7 @@ COMPENSATION = 0.25  # result.py's compensated mode: the expected accuracy of a 
 
 @settings_class
 class LongBenchV2Options:
-    """-o longbench-v2.KEY=VALUE: each field's type is its range (lceval.settings)."""
+    """-o longbench-v2.KEY=VALUE: each field's type is its range (lceval.api.settings)."""
 
     data_dir: str | None = None  # a folder with the official data.json (a JSON list); default: the bundled samples
     hub: bool = False  # fetch data.json from the hub instead of the bundled samples

@@ -21,8 +21,8 @@ from typing import Any
 
 import yaml
 
-from lceval import files
-from lceval.errors import UserError
+from lceval.api import files
+from lceval.api.errors import UserError
 
 SPLITS = {"test": ("test",), "dev": ("dev",), "validation": ("validation", "val")}  # hub name: names in files
 LETTERS = "ABCD"

@@ -33,13 +33,13 @@ import numpy as np
 import yaml
 from pydantic import Field
 
-from lceval.errors import UserError
-from lceval.metrics import all_found, rouge_l_f1, substring_match
-from lceval.prompting import encode
-from lceval.registry import tasks
-from lceval.results import is_control
-from lceval.settings import Count, Percent, parse_options, settings_class
-from lceval.task import Axis, Metric, PromptContext, Sample, Task
+from lceval.api.errors import UserError
+from lceval.api.prompting import encode
+from lceval.api.registry import tasks
+from lceval.api.run_folder import is_control
+from lceval.api.settings import Count, Percent, parse_options, settings_class
+from lceval.api.task import Axis, Metric, PromptContext, Sample, Task
+from lceval.metrics.text import all_found, rouge_l_f1, substring_match
 from lceval.tasks.haystack import GENERATED, haystack_text
 
 METRICS = ("key_facts", "rouge_l_f1", "exact_phrase")
@@ -64,7 +64,7 @@ def judge_rubric() -> dict[str, Any]:
 
 @settings_class
 class NeedleOptions:
-    """-o needle.KEY=VALUE (and passkey.KEY): each field's type is its range (lceval.settings)."""
+    """-o needle.KEY=VALUE (and passkey.KEY): each field's type is its range (lceval.api.settings)."""
 
     preset: str = "seed-paper"
     lengths: Annotated[list[Count], Field(min_length=1)] | None = None
@@ -203,7 +203,7 @@ class NeedleTask(Task):
         self.depths = depth_grid(self.opts)
         self._judge = None
         if self.opts.judge_url:
-            from lceval.judge import Judge
+            from lceval.tasks.judge import Judge
 
             self._judge = Judge(self.opts.judge_url, self.opts.judge_model, self.opts.judge_api_key_env,
                                 option=f"{self.name}.judge")
@@ -332,7 +332,7 @@ class NeedleTask(Task):
         """Adds `judge`: the judge's 1-10 rating / 10 (0.1 to 1, the heatmaps' scale); None if it gave none."""
         if self._judge is None:
             return scores
-        from lceval.judge import parse_rating
+        from lceval.tasks.judge import parse_rating
 
         rubric = judge_rubric()
         prompt = rubric["template"].format(criteria=rubric["criteria"], reference=sample.target["needle"].strip(),
@@ -346,7 +346,7 @@ class NeedleTask(Task):
         return aggregate_grid(records, self.scored)
 
     def after_run(self, run_dir: Path, results: dict[str, Any], manifest: dict[str, Any]) -> list[Path]:
-        from lceval.plots import write_grid_heatmaps
+        from lceval.analysis.plots import write_grid_heatmaps
 
         return write_grid_heatmaps(run_dir, results, manifest, task=self.name,
                                      training_length=self.opts.training_length)

@@ -27,15 +27,15 @@ import numpy as np
 import yaml
 from pydantic import Field
 
-from lceval import files
-from lceval.errors import UserError
-from lceval.metrics import substring_match
-from lceval.prompting import encode
-from lceval.registry import tasks
-from lceval.settings import Count, NonNegativeInt, parse_options, settings_class
-from lceval.task import Axis, Metric, PromptContext, Sample, Task
+from lceval.api import files
+from lceval.api.errors import UserError
+from lceval.api.prompting import encode
+from lceval.api.registry import tasks
+from lceval.api.settings import Count, NonNegativeInt, parse_options, settings_class
+from lceval.api.task import Axis, Metric, PromptContext, Sample, Task
+from lceval.metrics.longbench import qa_f1_score
+from lceval.metrics.text import substring_match
 from lceval.tasks.benchmark_data import locate, numbered_rows
-from lceval.tasks.longbench_metrics import qa_f1_score
 
 GENERATED = "generated"
 LONGCHAT = "longchat"  # LongChat's committed test cases, {N}_topics.jsonl
@@ -60,7 +60,7 @@ def topic_data() -> dict[str, Any]:
 
 @settings_class
 class TopicOptions:
-    """-o topic.KEY=VALUE: each field's type is its range (lceval.settings)."""
+    """-o topic.KEY=VALUE: each field's type is its range (lceval.api.settings)."""
 
     counts: Annotated[list[Count], Field(min_length=1)] = field(default_factory=lambda: list(PAPER_COUNTS))
     cases: Count = 50  # per count (the files' first `cases` rows for the file sources)
@@ -384,7 +384,7 @@ CURVE_COLUMNS = ("num_topics", "n", "mean_prompt_tokens", *METRICS)
 def write_topic_curve(run_dir: Path, results: dict[str, Any], manifest: dict[str, Any], *,
                       task: str = "topic") -> list[Path]:
     """A CSV and a PNG of the scores per topic count against mean prompt tokens; returns the files written."""
-    from lceval.plots import heatmap_title, plot_curve
+    from lceval.analysis.plots import heatmap_title, plot_curve
 
     task_results = results["tasks"][task]
     curve = task_results.get("curve") or []

@@ -19,7 +19,7 @@ def lceval_cache(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def demo_model(lceval_cache) -> Path:
-    from lceval.demo import demo_model_path
+    from lceval.running.demo import demo_model_path
 
     return demo_model_path()
 
@@ -69,7 +69,7 @@ def lceval_cmd() -> list[str]:
 @pytest.fixture(scope="session")
 def vllm_backend(demo_model):
     """One real vLLM CPU engine on the demo model, shared by every test that needs one."""
-    from lceval.backends.base import BackendSettings
+    from lceval.api.backend import BackendSettings
     from lceval.backends.vllm import VLLMBackend
 
     backend = VLLMBackend(BackendSettings(model_path=demo_model, max_length=2048))

@@ -7,12 +7,13 @@ import json
 import pytest
 from rich.console import Console
 
-from lceval.config import RunConfig
-from lceval.errors import UserError
-from lceval.prompting import bos_ids, encode, middle_truncate, prompt_format
-from lceval.runner import execute
-from lceval.task import PromptContext
-from lceval.tasks import infinitebench, longbench, longbench_metrics
+from lceval.api.errors import UserError
+from lceval.api.prompting import bos_ids, encode, middle_truncate, prompt_format
+from lceval.api.task import PromptContext
+from lceval.metrics import longbench as longbench_metrics
+from lceval.running.config import RunConfig
+from lceval.running.runner import execute
+from lceval.tasks import infinitebench, longbench
 from lceval.tasks.benchmark_data import spec
 
 
@@ -132,7 +133,7 @@ def test_longbench_e_buckets_on_vllm(tmp_path, vllm_backend):
 @pytest.mark.slow
 @pytest.mark.parametrize("scorer", ["v-a", "v-b"])
 def test_infinitebench_runs_every_task_on_vllm_and_rescores(tmp_path, vllm_backend, scorer):
-    from lceval.tasks import infinitebench_metrics
+    from lceval.metrics import infinitebench as infinitebench_metrics
 
     _, records, results = run_task(tmp_path, "infinitebench", backend=vllm_backend, backend_name="vllm",
                                    options={"scorer": scorer})

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from lceval.config import RunConfig
-from lceval.errors import UserError
-from lceval.runner import checkpoint_configs, execute, execute_checkpoints
+from lceval.api.errors import UserError
+from lceval.running.config import RunConfig
+from lceval.running.runner import checkpoint_configs, execute, execute_checkpoints
 
 # Written at different times or by another engine start: everything else of a manifest must be equal.
 VOLATILE = {"created_at", "finished_at", "sessions"}

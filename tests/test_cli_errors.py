@@ -30,7 +30,7 @@ def env(cli_env) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def demo_model(env) -> Path:
     """The demo model folder, built (once) in the shared cache."""
-    code = "from lceval.demo import demo_model_path; print(demo_model_path())"
+    code = "from lceval.running.demo import demo_model_path; print(demo_model_path())"
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     path = Path(proc.stdout.strip().splitlines()[-1])

@@ -11,7 +11,7 @@ import subprocess
 import pytest
 from test_gate import make_degraded, make_oracle, real_run  # the session's one real run, and its variations
 
-from lceval.stats import score_interval_paired
+from lceval.analysis.stats import score_interval_paired
 
 pytestmark = pytest.mark.slow
 
@@ -45,7 +45,8 @@ def test_compare_json_has_scores_intervals_and_paired_differences(runs, lceval_c
     assert passkey["kind"] == "binary" and passkey["diffs"][0] is None
     assert passkey["runs"][0]["score"] == 1.0 and passkey["runs"][1]["score"] == 0.0
     diff = passkey["diffs"][1]
-    # 9 losses of 9: Tango's 95% score interval, as lceval.stats computes it (checked against the likelihood there)
+    # 9 losses of 9: Tango's 95% score interval, as lceval.analysis.stats computes it (checked against the likelihood
+    # there)
     assert diff["difference"] == -1.0 and diff["n"] == 9
     assert diff["ci"] == pytest.approx(list(score_interval_paired(9, 0, 9, 0.95)))
     assert -1.0 <= diff["ci"][0] < diff["ci"][1] < -0.3

@@ -1,4 +1,4 @@
-"""The cost line of every run (lceval.cost) and `lceval run --dry-run`, on the demo model with the hf backend."""
+"""The cost line of every run (lceval.running.cost) and `lceval run --dry-run`, on the demo model with hf."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from lceval import cost, runner
 from lceval.cli import run_cli
+from lceval.running import cost, runner
 
 # Two prompt-length buckets (<1K and 1K-2K), three samples in each (two cells and the length's no-needle control),
 # short answers.

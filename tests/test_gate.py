@@ -69,8 +69,8 @@ def oracle_output(record: dict[str, Any]) -> str:
 
 def rescore(record: dict[str, Any], output: str) -> dict[str, Any]:
     """The record with a new output, scored by the task's own scorer (mmlu: lm-eval's acc, the chosen letter)."""
-    from lceval import registry
-    from lceval.task import Sample
+    from lceval.api import registry
+    from lceval.api.task import Sample
 
     if record["task"] == "mmlu":
         scores = {"acc": float(output == LETTERS[record["target"]])}
@@ -83,7 +83,7 @@ def rescore(record: dict[str, Any], output: str) -> dict[str, Any]:
 
 def rebuild_results(run: Path) -> None:
     """results.json from the run's (edited) samples, through each task's own aggregate()."""
-    from lceval import registry
+    from lceval.api import registry
 
     records = read_records(run)
     results = json.loads((run / "results.json").read_text())

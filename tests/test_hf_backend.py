@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lceval.backends.base import BackendSettings, GenerationRequest
+from lceval.api.backend import BackendSettings, GenerationRequest
 from lceval.backends.hf import HFBackend
 
 PROMPTS = [[0, *range(10, 10 + n)] for n in (20, 57, 130, 131)]
@@ -64,8 +64,8 @@ def test_auto_runs_an_adapter_with_a_trained_embedding_on_hf(tmp_path, demo_mode
     from rich.console import Console
     from transformers import AutoModelForCausalLM
 
-    from lceval.config import RunConfig
-    from lceval.runner import execute
+    from lceval.running.config import RunConfig
+    from lceval.running.runner import execute
 
     model = AutoModelForCausalLM.from_pretrained(demo_model, dtype=torch.float32)
     config = LoraConfig(r=8, target_modules=["q_proj", "v_proj"], modules_to_save=["embed_tokens"])
@@ -85,7 +85,7 @@ def test_auto_runs_an_adapter_with_a_trained_embedding_on_hf(tmp_path, demo_mode
 def test_loglikelihood_is_the_sum_of_the_continuation_token_logprobs(hf):
     import torch
 
-    from lceval.backends.base import LoglikelihoodRequest
+    from lceval.api.backend import LoglikelihoodRequest
 
     context, continuation = PROMPTS[0], [40, 41, 42]
     (result,) = hf.loglikelihood([LoglikelihoodRequest(context, continuation)])

@@ -13,8 +13,8 @@ import subprocess
 
 import pytest
 
-from lceval.errors import UserError
-from lceval.tasks import infinitebench_metrics as ib
+from lceval.api.errors import UserError
+from lceval.metrics import infinitebench as ib
 
 ARABIC_71 = "\u0667\u0661"  # Arabic-Indic digits: not ASCII, so first_int skips them
 ARABIC_42 = "\u0664\u0662"  # ... but int() reads them

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from lceval.config import RunConfig
-from lceval.errors import UserError
-from lceval.runner import execute
-from lceval.task import PromptContext
+from lceval.api.errors import UserError
+from lceval.api.task import PromptContext
+from lceval.running.config import RunConfig
+from lceval.running.runner import execute
 from lceval.tasks import mmlu_data
 from lceval.tasks.lm_eval_tasks import CACHE_FILE, LmEvalTask
 
@@ -41,7 +41,7 @@ def lm_eval_reference(demo_model, lceval_cache) -> dict:
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    from lceval.demo import cache_dir
+    from lceval.running.demo import cache_dir
 
     folder, _ = mmlu_data.prepare(mmlu_data.bundled_dir(), cache_dir() / "lm_eval")
     return simple_evaluate(model="hf", model_args=f"pretrained={demo_model},dtype=float32", tasks=["mmlu"],

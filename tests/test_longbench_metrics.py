@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from lceval.errors import UserError
-from lceval.tasks import longbench_metrics as lb
+from lceval.api.errors import UserError
+from lceval.metrics import longbench as lb
 
 TREC = ["Description", "Entity", "Human being", "Abbreviation", "Location", "Numeric value"]
 LSHT = ["体育", "育", "体育新闻", "新闻", "财经"]

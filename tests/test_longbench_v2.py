@@ -7,11 +7,11 @@ import json
 import pytest
 from rich.console import Console
 
-from lceval.config import RunConfig
-from lceval.errors import UserError
-from lceval.prompting import bos_ids, encode, middle_truncate, prompt_format
-from lceval.runner import execute
-from lceval.task import PromptContext
+from lceval.api.errors import UserError
+from lceval.api.prompting import bos_ids, encode, middle_truncate, prompt_format
+from lceval.api.task import PromptContext
+from lceval.running.config import RunConfig
+from lceval.running.runner import execute
 from lceval.tasks import longbench_v2
 from lceval.tasks.benchmark_data import spec
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from lceval import registry
-from lceval.task import Sample
+from lceval.api import registry
+from lceval.api.task import Sample
 
 LABELS = Path(__file__).parent / "fixtures" / "real_model" / "smollm2_labels.jsonl"
 PASS_FAIL = {"needle": "key_facts", "passkey": "passkey_match", "topic": "accuracy"}

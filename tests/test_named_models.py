@@ -14,10 +14,10 @@ import pytest
 from rich.console import Console
 
 from lceval import cli, models
-from lceval.config import RunConfig, build_config
-from lceval.errors import UserError
+from lceval.api.errors import UserError
 from lceval.models import NamedModel, locate, named_model
-from lceval.runner import _backend_settings, _make_tasks, model_run_defaults, plan
+from lceval.running.config import RunConfig, build_config
+from lceval.running.runner import _backend_settings, _make_tasks, model_run_defaults, plan
 
 REPO = Path(__file__).resolve().parents[1]
 MINI = ("mini-base", "mini-extended")
@@ -88,7 +88,7 @@ def test_the_checkpoints_folder_is_inside_the_package_and_ships_as_package_data(
     assert models.CHECKPOINTS == Path(models.__file__).parent / "checkpoints"
     setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
     assert setuptools["package-dir"]["lceval"] == "harness"
-    assert "checkpoints/**/*" in setuptools["package-data"]["lceval"]
+    assert "checkpoints/**/*" in setuptools["package-data"]["lceval.models"]
 
 
 def test_models_looks_for_every_model_not_built_whichever_is_the_default(no_checkpoints, monkeypatch, capsys):

@@ -10,11 +10,11 @@ import re
 import pytest
 from typer.testing import CliRunner
 
+from lceval.analysis.compare import load_run
+from lceval.analysis.gate import CheckSpec, Policy, default_policy, run_gate
+from lceval.api.prompting import encode
+from lceval.api.task import PromptContext
 from lceval.cli import app
-from lceval.compare import load_run
-from lceval.gate import CheckSpec, Policy, default_policy, run_gate
-from lceval.prompting import encode
-from lceval.task import PromptContext
 from lceval.tasks.needle import NeedleTask, PasskeyTask, aggregate_grid
 
 LENGTHS = [300, 700]
@@ -184,7 +184,7 @@ def test_reports_have_the_control_line_and_list_the_controls_outside_the_grid(ru
 
 
 def test_compare_has_a_control_row_and_its_other_rows_leave_the_controls_out(runs):
-    from lceval.compare import compare_rows
+    from lceval.analysis.compare import compare_rows
 
     rows = {(r.metric, r.breakdown): r for r in compare_rows([load_run(p) for p in runs])}
     overall = rows[("key_facts", "all")]

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from lceval.errors import UserError
-from lceval.prompting import encode, prompt_format, stop_token_ids
-from lceval.task import PromptContext
+from lceval.api.errors import UserError
+from lceval.api.prompting import encode, prompt_format, stop_token_ids
+from lceval.api.task import PromptContext
 from lceval.tasks.needle import NeedleOptions, NeedleTask, depth_grid, length_grid
 
 LENGTHS = [300, 700, 1500]
@@ -161,7 +161,7 @@ def test_min_max_count_lengths_and_bad_options():
 
 
 def test_llama3_style_model_stops_on_both_end_tokens(demo_tokenizer, demo_model):
-    from lceval.backends.base import generation_eos
+    from lceval.api.backend import generation_eos
 
     stops = stop_token_ids(demo_tokenizer, generation_eos(demo_model))
     assert sorted(stops) == sorted(demo_tokenizer.convert_tokens_to_ids(["<|end_of_text|>", "<|eot_id|>"]))

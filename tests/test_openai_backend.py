@@ -18,20 +18,21 @@ from types import SimpleNamespace
 import pytest
 from openai_server import TcpProxy, VLLMServer, free_port, make_lora_adapter
 
-from lceval.backends.base import (
+from lceval.api.backend import (
     BackendSettings,
     GenerationRequest,
     LoglikelihoodRequest,
     decode,
     generation_eos,
 )
-from lceval.backends.openai import ApiClient, OpenAIBackend, parse_base_urls
-from lceval.config import RunConfig
-from lceval.errors import UserError
-from lceval.judge import parse_rating
-from lceval.prompting import stop_token_ids
-from lceval.runner import execute
-from lceval.task import PromptContext
+from lceval.api.errors import UserError
+from lceval.api.prompting import stop_token_ids
+from lceval.api.task import PromptContext
+from lceval.backends.openai import OpenAIBackend
+from lceval.http.client import ApiClient, parse_base_urls
+from lceval.running.config import RunConfig
+from lceval.running.runner import execute
+from lceval.tasks.judge import parse_rating
 
 KEY = "sk-lceval-test-5f0c2d9e7b"
 KEY_ENV = "LCEVAL_TEST_SERVER_KEY"
@@ -215,7 +216,7 @@ def test_startup_checks_are_one_sentence(server, demo_model, monkeypatch):
 
 def test_yaml_base_url_may_be_one_string_and_served_adapter_needs_an_adapter(tmp_path):
     from lceval.backends.openai import served_adapter_name
-    from lceval.config import build_config
+    from lceval.running.config import build_config
 
     config = tmp_path / "run.yaml"
     config.write_text("backend: openai\nbase_url: http://a:8000,http://b:8000\nconcurrency: 2\n")
@@ -257,7 +258,7 @@ def test_cli_run_on_a_served_adapter_beside_a_dead_url_completes_and_keeps_the_k
 def test_a_local_adapter_folder_is_hashed_and_served_under_its_name(server, adapter, tmp_path, backend):
     from rich.console import Console
 
-    from lceval.runner import execute
+    from lceval.running.runner import execute
 
     cfg = RunConfig(model="lceval-demo", tasks=["needle"], out=str(tmp_path), run_id="folder", backend="openai",
                     adapter=str(adapter), base_url=[server], api_key_env=KEY_ENV,
@@ -308,7 +309,7 @@ def test_judge_asks_with_gkamradt_rubric_and_records_an_unparsable_reply_as_miss
         server, backend, tmp_path, monkeypatch):
     from rich.console import Console
 
-    from lceval.runner import execute
+    from lceval.running.runner import execute
 
     asked: list[tuple[dict, dict]] = []
     original = ApiClient.request

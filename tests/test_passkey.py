@@ -7,10 +7,10 @@ import json
 import pytest
 from rich.console import Console
 
-from lceval.config import RunConfig
-from lceval.prompting import bos_ids, encode
-from lceval.runner import execute
-from lceval.task import PromptContext, Sample
+from lceval.api.prompting import bos_ids, encode
+from lceval.api.task import PromptContext, Sample
+from lceval.running.config import RunConfig
+from lceval.running.runner import execute
 from lceval.tasks.haystack import NOISE_UNIT
 from lceval.tasks.needle import NeedleOptions, PasskeyTask, depth_grid, length_grid
 

@@ -26,9 +26,9 @@ ECHO_SOURCE = f'''
 
 from __future__ import annotations
 
-from lceval.backends.base import Backend, Generation
-from lceval.prompting import encode
-from lceval.task import Axis, Metric, Sample, Task
+from lceval.api.backend import Backend, Generation
+from lceval.api.prompting import encode
+from lceval.api.task import Axis, Metric, Sample, Task
 
 WORDS = ["alpha", "beta", "gamma", "delta"]
 

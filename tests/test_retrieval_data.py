@@ -109,7 +109,7 @@ def test_the_command_writes_the_records_and_refuses_bad_settings(tmp_path, capsy
 
 
 def test_a_data_mix_names_the_generator_and_checks_its_settings(tmp_path):
-    from lceval.errors import UserError
+    from lceval.api.errors import UserError
 
     mix = tmp_path / "mix.yaml"
     mix.write_text(yaml.safe_dump({"sources": [{"generate": "retrieval", "samples": 5, "seed": 2}]}))

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from lceval.errors import UserError
-from lceval.plots import grid_from_cells, plot_heatmap, write_grid_heatmaps
-from lceval.results import RunFolder
+from lceval.analysis.plots import grid_from_cells, plot_heatmap, write_grid_heatmaps
+from lceval.api.errors import UserError
+from lceval.api.run_folder import RunFolder
 from lceval.tasks.needle import aggregate_grid
 
 
@@ -84,7 +84,7 @@ def test_hub_id_resolves_through_a_local_hub_cache(tmp_path, demo_model, monkeyp
     """The real hub-loading path (snapshot_download), served offline from a hub cache laid out on disk."""
     import shutil
 
-    from lceval.model_files import resolve_model
+    from lceval.running.model_files import resolve_model
 
     repo = tmp_path / "hub" / "models--lceval--tiny-llama"
     commit = "0123456789abcdef0123456789abcdef01234567"

@@ -9,8 +9,8 @@ import re
 import pytest
 from typer.testing import CliRunner
 
+from lceval.api.errors import UserError
 from lceval.cli import app
-from lceval.errors import UserError
 from lceval.tasks.needle import aggregate_grid
 
 HOSTILE = "<script>alert('x')</script> & <b>bold</b>"

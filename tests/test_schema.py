@@ -1,4 +1,4 @@
-"""The run folder's schema (lceval.schema): its document is current, and a run writes exactly its fields."""
+"""The run folder's schema (lceval.api.schema): its document is current, and a run writes exactly its fields."""
 
 from __future__ import annotations
 
@@ -6,14 +6,14 @@ import json
 from dataclasses import fields
 from pathlib import Path
 
-from lceval import schema
+from lceval.api import schema
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "run-folder.md"
 
 
 def test_the_document_is_generated_from_the_schema():
     assert DOC.read_text(encoding="utf-8") == schema.markdown(), (
-        "docs/run-folder.md is stale; regenerate it: python -m lceval.schema > docs/run-folder.md")
+        "docs/run-folder.md is stale; regenerate it: python -m lceval.api.schema > docs/run-folder.md")
 
 
 def test_every_field_is_documented():
@@ -26,8 +26,8 @@ def test_a_run_writes_the_schemas_fields(tmp_path, demo_model, offline):
     """A finished run's manifest, sample records and results hold the schema's fields and no others."""
     from rich.console import Console
 
-    from lceval.config import RunConfig
-    from lceval.runner import execute
+    from lceval.running.config import RunConfig
+    from lceval.running.runner import execute
 
     cfg = RunConfig(model=str(demo_model), tasks=["passkey"], backend="hf", out=str(tmp_path), run_id="r",
                     task_options={"passkey": {"lengths": [200], "depths": [50]}})

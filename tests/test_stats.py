@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lceval import stats
+from lceval.analysis import stats
 
 scipy_stats = pytest.importorskip("scipy.stats")
 

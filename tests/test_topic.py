@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from lceval import registry
-from lceval.config import RunConfig
-from lceval.errors import UserError
-from lceval.prompting import encode, prompt_format
-from lceval.runner import _make_tasks
-from lceval.task import PromptContext, Sample
-from lceval.tasks.longbench_metrics import qa_f1_score
+from lceval.api import registry
+from lceval.api.errors import UserError
+from lceval.api.prompting import encode, prompt_format
+from lceval.api.task import PromptContext, Sample
+from lceval.metrics.longbench import qa_f1_score
+from lceval.running.config import RunConfig
+from lceval.running.runner import _make_tasks
 from lceval.tasks.topic import (
     PAPER_COUNTS,
     TopicOptions,

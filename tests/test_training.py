@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lceval.errors import UserError
+from lceval.api.errors import UserError
 from lceval.training import data as tdata
 from lceval.training.recipe import gradient_accumulation, load_recipe
 from lceval.training.rope import apply_rope, read_legacy_rope, read_rope, target_rope, write_both_forms
@@ -183,7 +183,7 @@ def test_an_answer_is_learned_after_the_prompt_tokens_a_model_is_given():
     """The prompt up to an answer is tokenised as at inference (the generation prompt's blank line is one token of
     this byte-level BPE; tokenised together with the answer it became two newline tokens, so a model trained that
     way met a prompt at inference that it had never seen before an answer)."""
-    from lceval.demo import build_tokenizer
+    from lceval.running.demo import build_tokenizer
 
     # a corpus full of blank lines, as lceval-mini's is: its BPE learns the blank line as one token
     tokenizer = build_tokenizer(400, corpus=["The key is here.\n\n\nWhere is the key?\n\n", "It is gone.\n\n"] * 50)

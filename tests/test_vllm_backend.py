@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from lceval.backends.base import BackendSettings, GenerationRequest, LoglikelihoodRequest
-from lceval.config import RunConfig
-from lceval.runner import execute
+from lceval.api.backend import BackendSettings, GenerationRequest, LoglikelihoodRequest
+from lceval.running.config import RunConfig
+from lceval.running.runner import execute
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
@@ -97,8 +97,8 @@ def test_lora_adapter_and_rope_override_reach_the_engine(demo_model, lora_adapte
 
 
 def test_adapter_with_a_trained_embedding_is_refused_on_vllm(demo_model, tmp_path):
+    from lceval.api.errors import UserError
     from lceval.backends.vllm import VLLMBackend
-    from lceval.errors import UserError
 
     settings = BackendSettings(model_path=demo_model, max_length=2048, adapter_path=tmp_path,
                                extra={"adapter_modules_to_save": ["embed_tokens"]})

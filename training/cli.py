@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from lceval.settings import ExportFlags, SynthFlags, allowed
+from lceval.api.settings import ExportFlags, SynthFlags, allowed
 from lceval.training.retrieval import RetrievalSpec
 
 
@@ -17,7 +17,7 @@ def _h(text: str, cls: type, name: str) -> str:
 
 
 def register(app: typer.Typer) -> None:
-    """Add the training commands to the lceval app (harness/cli.py calls this)."""
+    """Add the training commands to the lceval app (harness/cli/__init__.py calls this)."""
     from lceval.cli import console
 
     @app.command()
@@ -28,7 +28,7 @@ def register(app: typer.Typer) -> None:
             help="SECTION.KEY=VALUE overrides of the recipe, e.g. training.learning_rate=1e-4.")] = None,
     ) -> None:
         """Train a (Q)LoRA context extension from a recipe; resumes from the last checkpoint in --output-dir."""
-        from lceval import files
+        from lceval.api import files
         from lceval.training.data import load_mix
         from lceval.training.recipe import load_recipe
         from lceval.training.train import train as run_training
@@ -52,9 +52,9 @@ def register(app: typer.Typer) -> None:
         base: Annotated[Path | None, typer.Option(help="The base model folder, if it moved since training.")] = None,
     ) -> None:
         """Merge a trained adapter into its base model, with the RoPE it was trained with (for vLLM and others)."""
-        from lceval import files
-        from lceval.errors import UserError
-        from lceval.settings import flags
+        from lceval.api import files
+        from lceval.api.errors import UserError
+        from lceval.api.settings import flags
         from lceval.training.export import merge as merge_adapter
 
         if not merge:
@@ -93,8 +93,8 @@ def register(app: typer.Typer) -> None:
         limit: Annotated[int | None, typer.Option(help=_h("Only the first N requests.", SynthFlags, "limit"))] = None,
     ) -> None:
         """Build the seed paper's synthetic long-context QA and summary data with a teacher model."""
-        from lceval import files
-        from lceval.settings import flags
+        from lceval.api import files
+        from lceval.api.settings import flags
         from lceval.training.synth import synth as run_synth
 
         checked = flags(SynthFlags, tasks=tasks, concurrency=concurrency, max_retries=max_retries,
@@ -129,9 +129,9 @@ def register(app: typer.Typer) -> None:
                                                   RetrievalSpec, "seed"))] = 0,
     ) -> None:
         """Write seeded synthetic retrieval samples (needles, keys, first topics) that hold no evaluation text."""
-        from lceval import files
-        from lceval.progress import sample_progress
-        from lceval.settings import flags
+        from lceval.api import files
+        from lceval.api.settings import flags
+        from lceval.running.progress import sample_progress
         from lceval.training.retrieval import write
 
         spec = flags(RetrievalSpec, samples=samples, min_chars=min_chars, max_chars=max_chars, needle=needle,

@@ -27,10 +27,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from lceval import files
-from lceval.config import load_yaml
-from lceval.errors import UserError
-from lceval.settings import Count, NonEmptyText, parse, settings_class
+from lceval.api import files
+from lceval.api.errors import UserError
+from lceval.api.settings import Count, NonEmptyText, parse, settings_class
+from lceval.running.config import load_yaml
 
 IGNORE = -100
 Kind = Literal["text", "instruction", "conversation", "completion"]
@@ -52,7 +52,7 @@ class Source:
 
 @settings_class
 class SourceEntry:
-    """A `sources:` entry of a data-mix file, as a mapping (each field's type is its range; lceval.settings)."""
+    """A `sources:` entry of a data-mix file, as a mapping (each field's type is its range; lceval.api.settings)."""
 
     path: NonEmptyText
     count: Count | None = None  # a seeded random subset of this many records

@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from lceval.errors import UserError
+from lceval.api.errors import UserError
 
 EXPORT_RECORD = "lceval_export.json"
 
@@ -39,7 +39,7 @@ def merge(adapter: Path, out: Path, dtype: str | None = None, base: Path | None 
     dtype = dtype or recipe_dtype or "bfloat16"
     if dtype not in DTYPES:
         raise UserError(f"--dtype {dtype!r} must be one of {', '.join(DTYPES)}.")
-    from lceval.model_checks import check_weights
+    from lceval.running.model_checks import check_weights
 
     check_weights(base, str(base))  # a corrupt base is named before it is loaded
     rope = record["rope"]
@@ -66,7 +66,7 @@ def _recipe_export_dtype(adapter: Path) -> str | None:
     file = adapter / "recipe.yaml"
     if not file.exists():
         return None
-    from lceval import files
+    from lceval.api import files
 
     data = files.read_yaml(file) or {}
     return ((data.get("export") or {}).get("dtype")) if isinstance(data, dict) else None

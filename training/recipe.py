@@ -1,6 +1,6 @@
 """A training recipe: one YAML file holds every hyperparameter; `section.key=value` overrides come from the CLI.
 
-The schema is a set of typed settings classes (lceval.settings): each field's type is its range, so that an
+The schema is a set of typed settings classes (lceval.api.settings): each field's type is its range, so that an
 unknown or misspelled key, a value of the wrong type or out of range is one sentence naming `section.key`, the
 value and what is allowed, before any model is loaded; and the resolved recipe can be written beside the
 checkpoints (and compared on resume).
@@ -15,9 +15,8 @@ from typing import Annotated, Any, Literal, get_args
 import yaml
 from pydantic import Field
 
-from lceval.config import load_yaml
-from lceval.errors import UserError
-from lceval.settings import (
+from lceval.api.errors import UserError
+from lceval.api.settings import (
     CommaList,
     Count,
     NonNegativeFloat,
@@ -29,6 +28,7 @@ from lceval.settings import (
     parse,
     settings_class,
 )
+from lceval.running.config import load_yaml
 
 BUILTIN_PREFIX = "builtin:"
 RopeMethod = Literal["none", "theta", "linear", "ntk", "yarn"]
@@ -39,7 +39,7 @@ DTYPES = get_args(DtypeName)
 
 @settings_class
 class ModelSection:
-    base: str = ""  # local folder, hub id, or builtin:tiny-llama (built offline by lceval.demo)
+    base: str = ""  # local folder, hub id, or builtin:tiny-llama (built offline by lceval.running.demo)
     revision: str | None = None
     dtype: DtypeName = "bfloat16"  # dtype of the weights that are not quantised (and of the merged export)
     # full attention (what inference uses)

@@ -34,8 +34,8 @@ from typing import Any
 
 import yaml
 
-from lceval.errors import UserError
-from lceval.settings import Count, NonNegativeFloat, NonNegativeInt, Seed, settings_class
+from lceval.api.errors import UserError
+from lceval.api.settings import Count, NonNegativeFloat, NonNegativeInt, Seed, settings_class
 
 KINDS = ("needle", "key", "topic", "copy")
 # Raised whenever the generator's code draws other records for the same settings (its word lists are hashed apart):

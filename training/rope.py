@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lceval.errors import UserError
+from lceval.api.errors import UserError
 
 
 def head_dim(config: Any) -> int:

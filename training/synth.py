@@ -7,8 +7,8 @@ A teacher behind an OpenAI-compatible chat endpoint writes, with the prompts of 
 Each finished request is appended to OUT/requests.jsonl as it finishes, so a killed run resumes where it stopped
 (requests whose answer parsed are not sent again). The answers are then assembled into OUT/<task>.jsonl, one
 multi-turn conversation per document and task, in the `conversations` format of the data-mix files (the first
-user turn holds the whole document). HTTP, retries and bounded concurrency are the openai backend's
-(lceval.backends.openai): one implementation of retries.
+user turn holds the whole document). HTTP, retries and bounded concurrency are lceval's HTTP client
+(lceval.http.client): one implementation of retries.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from lceval.errors import UserError
+from lceval.api.errors import UserError
 
 DOCUMENT_SUFFIXES = (".txt", ".md")
 
@@ -48,7 +48,7 @@ def load_spec(path: Path | None = None) -> dict[str, Any]:
         where = "the bundled synth.yaml"
         spec = yaml.safe_load(text) or {}
     else:
-        from lceval import files
+        from lceval.api import files
 
         where = str(path)
         spec = files.read_yaml(Path(path), "prompts file") or {}
@@ -151,7 +151,7 @@ def done_ids(raw: Path) -> set[str]:
     """Requests already answered with parseable items (a killed run's last line may be cut: skipped)."""
     done = set()
     if raw.exists():
-        from lceval import files
+        from lceval.api import files
 
         for line in files.read_text(raw).splitlines():
             try:
@@ -202,7 +202,7 @@ def synth(documents_dir: Path, out: Path, base_url: str, *, model: str | None = 
           api_key_env: str | None = None, max_tokens: int | None = None, structured: bool = True,
           limit: int | None = None, console=None) -> dict[str, Any]:
     """Send every unanswered request (at most `concurrency` in flight), append answers, assemble conversations."""
-    from lceval.backends.openai import (
+    from lceval.http.client import (
         ApiClient,
         LoopThread,
         RequestRefused,
@@ -241,7 +241,7 @@ def synth(documents_dir: Path, out: Path, base_url: str, *, model: str | None = 
             raise UserError(f"teacher server {urls[0]} does not answer /v1/models ({err}); start it or fix "
                             "--base-url.") from None
         name = pick_model(urls[0], models, model)["id"]
-        from lceval import files
+        from lceval.api import files
 
         files.ensure_dir(out, "--output-dir")  # only now: a teacher that does not answer leaves nothing behind
 

@@ -25,8 +25,8 @@ from typing import Any
 
 from rich.console import Console
 
-from lceval.errors import UserError
-from lceval.model_files import TRAINING_RECORD
+from lceval.api.errors import UserError
+from lceval.running.model_files import TRAINING_RECORD
 from lceval.training.recipe import Recipe, dump_recipe, gradient_accumulation
 
 # Settings that may change between a killed run and its resumption without changing what is trained.
@@ -38,7 +38,7 @@ def base_model_path(recipe: Recipe) -> Path:
     """The base checkpoint folder: built offline for builtin:tiny-llama, else a local folder or a hub download."""
     if recipe.model.base == "builtin:tiny-llama":
         return _tiny_llama(recipe)
-    from lceval.model_files import resolve_model
+    from lceval.running.model_files import resolve_model
 
     base = recipe.model.base
     relative = recipe.resolve(base)
@@ -48,9 +48,10 @@ def base_model_path(recipe: Recipe) -> Path:
 
 
 def tiny_llama_shape(recipe: Recipe):
-    """`model.build` as builtin:tiny-llama's typed shape (lceval.demo.TinyLlama); bad settings are one sentence."""
-    from lceval.demo import TinyLlama
-    from lceval.settings import parse
+    """`model.build` as builtin:tiny-llama's typed shape (lceval.running.demo.TinyLlama); bad settings are one
+    sentence."""
+    from lceval.api.settings import parse
+    from lceval.running.demo import TinyLlama
 
     return parse(TinyLlama, {"window": 512, **recipe.model.build}, label=lambda key: f"model.build.{key}",
                  where=lambda key: f" in recipe {recipe.source}",
@@ -63,7 +64,7 @@ def _tiny_llama(recipe: Recipe) -> Path:
     data mix, is made from)."""
     import hashlib
 
-    from lceval.demo import build_tiny_llama, cache_dir
+    from lceval.running.demo import build_tiny_llama, cache_dir
     from lceval.training.data import load_mix, mix_digest, mix_texts
 
     build = tiny_llama_shape(recipe)
@@ -139,7 +140,7 @@ def load_tokenizer(recipe: Recipe, base: Path):
 
 def build_datasets(recipe: Recipe, tokenizer, console: Console | None = None):
     """Tokenised (and packed) train and held-out examples, and the report of what was kept."""
-    from lceval.progress import sample_progress
+    from lceval.running.progress import sample_progress
     from lceval.training.data import build_examples, load_mix, pack
 
     d = recipe.data
@@ -194,7 +195,7 @@ def prepare_output(recipe: Recipe, out: Path) -> Path | None:
     """Create OUT or check it holds this recipe's unfinished run; the checkpoint to resume from, if any."""
     import yaml
 
-    from lceval import files
+    from lceval.api import files
 
     files.check_output_dir(out, "--output-dir")
     record = out / TRAINING_RECORD
@@ -423,7 +424,7 @@ def read_training_record(adapter: Path) -> dict[str, Any]:
     if not file.exists():
         raise UserError(f"adapter folder {adapter} has no {TRAINING_RECORD}; point at the --output-dir of a finished "
                         "lceval train run.")
-    from lceval import files
+    from lceval.api import files
 
     record = files.read_json(file)
     if not isinstance(record, dict) or not isinstance(record.get("rope"), dict) or "base_model" not in record:

@@ -8,7 +8,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from lceval.backends.base import (
+from lceval.api.backend import (
     Backend,
     Generation,
     GenerationRequest,
@@ -20,8 +20,8 @@ from lceval.backends.base import (
     resolve_dtype,
     rope_overrides,
 )
-from lceval.model_files import model_window
-from lceval.registry import backends
+from lceval.api.registry import backends
+from lceval.running.model_files import model_window
 
 
 @backends.register("hf")

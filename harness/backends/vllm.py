@@ -6,7 +6,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from lceval.backends.base import (
+from lceval.api.backend import (
     Backend,
     Generation,
     GenerationRequest,
@@ -17,9 +17,9 @@ from lceval.backends.base import (
     resolve_dtype,
     rope_overrides,
 )
-from lceval.errors import UserError
-from lceval.model_files import model_window
-from lceval.registry import backends
+from lceval.api.errors import UserError
+from lceval.api.registry import backends
+from lceval.running.model_files import model_window
 
 # The CPU engine reserves this share of host memory (KV cache included): ~2.3 GiB on a 2-core, 24 GiB machine
 # leaves room for a second engine and the test process. GPU machines use vLLM's own default (0.9).

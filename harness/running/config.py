@@ -9,9 +9,9 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BeforeValidator
 
-from lceval.errors import UserError
-from lceval.files import read_yaml
-from lceval.settings import (
+from lceval.api.errors import UserError
+from lceval.api.files import read_yaml
+from lceval.api.settings import (
     Allowed,
     Count,
     Dtype,
@@ -40,7 +40,7 @@ Tasks = Annotated[list[str], BeforeValidator(split_commas), AfterValidator(_some
 
 @settings_class
 class RunConfig:
-    """The settings of `lceval run`: each field's type is its range, checked before any work (lceval.settings)."""
+    """The settings of `lceval run`: each field's type is its range, checked before any work (lceval.api.settings)."""
 
     model: str | None = None  # a local folder, hub id, GGUF file or model name; None: lceval.models.DEFAULT_MODEL
     adapter: str | None = None

@@ -20,12 +20,22 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from lceval import stats
-from lceval.compare import Run, align, in_group, load_run, metric_kind, metric_names, mismatches, task_axes, value
-from lceval.errors import UserError
-from lceval.results import MANIFEST, RESULTS, SAMPLES, RunFolder, write_json
-from lceval.settings import Allowed, FiniteFloat, NonEmptyText, NonNegativeFloat, parse, settings_class
-from lceval.task import Declaration
+from lceval.analysis import stats
+from lceval.analysis.compare import (
+    Run,
+    align,
+    in_group,
+    load_run,
+    metric_kind,
+    metric_names,
+    mismatches,
+    task_axes,
+    value,
+)
+from lceval.api.errors import UserError
+from lceval.api.run_folder import MANIFEST, RESULTS, SAMPLES, RunFolder, write_json
+from lceval.api.settings import Allowed, FiniteFloat, NonEmptyText, NonNegativeFloat, parse, settings_class
+from lceval.api.task import Declaration
 
 DEFAULT_ALPHA = 0.05
 DEFAULT_MARGIN = 0.05  # absolute, on the metric's per-sample scale (0..1 for every built-in task)
@@ -64,7 +74,7 @@ class Policy:
 
 @settings_class
 class CheckEntry:
-    """One entry of a policy file's `checks`, as written (each field's type is its range; lceval.settings)."""
+    """One entry of a policy file's `checks`, as written (each field's type is its range; lceval.api.settings)."""
 
     task: NonEmptyText
     metric: NonEmptyText
@@ -111,7 +121,7 @@ def _check_spec(entry: Any, index: int, where_from: str) -> CheckSpec:
 
 def load_policy(path: Path) -> Policy:
     """A policy file, validated: every mistake is one sentence naming the key, the value and what is allowed."""
-    from lceval.config import load_yaml
+    from lceval.running.config import load_yaml
 
     data = load_yaml(path, "policy")
     policy = parse(PolicyFile, data, label=str, where=lambda key: f" in policy {path}",

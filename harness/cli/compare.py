@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from lceval.errors import UserError
-from lceval.settings import CompareFlags, allowed
+from lceval.api.errors import UserError
+from lceval.api.settings import CompareFlags, allowed
 
 console = Console(stderr=True, soft_wrap=True)
 
@@ -21,10 +21,10 @@ def compare(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")] = None,
 ) -> None:
     """Runs side by side: each metric with its 95% CI, and each run's paired difference to the first."""
-    from lceval import files
-    from lceval.compare import compare_rows, comparison_warnings, load_runs
-    from lceval.report import format_rows, rich_table
-    from lceval.settings import flags
+    from lceval.analysis.compare import compare_rows, comparison_warnings, load_runs
+    from lceval.analysis.report import format_rows, rich_table
+    from lceval.api import files
+    from lceval.api.settings import flags
 
     format = flags(CompareFlags, format=format).format
     if output:
@@ -66,9 +66,9 @@ def gate(
                                                   "folder (manifest, results, samples) instead of gating.")] = False,
 ) -> None:
     """Gate a candidate against a baseline: exit 0 pass, 1 regression, 2 unusable input."""
-    from lceval import files
-    from lceval.compare import load_run
-    from lceval.gate import default_policy, load_policy, promote, run_gate, verdict_json, verdict_markdown
+    from lceval.analysis.compare import load_run
+    from lceval.analysis.gate import default_policy, load_policy, promote, run_gate, verdict_json, verdict_markdown
+    from lceval.api import files
 
     for path, flag in ((json_file, "--json"), (summary, "--summary")):
         if path is not None:  # refused before any work, so that a bad path does not cost a verdict
@@ -99,8 +99,8 @@ def report(
                                                                 "(pictures in report_files/) or report.png.")],
 ) -> None:
     """A report of one or more runs: the compare table, heatmaps and their differences, curves, categories."""
-    from lceval import files
-    from lceval.report import write_report
+    from lceval.analysis.report import write_report
+    from lceval.api import files
 
     if output.is_dir():
         raise UserError(f"cannot write --output {output}: it is a folder, not a file; give a file name.")
@@ -115,9 +115,9 @@ def report(
 
 def heatmap_comparison(run_dirs: list[Path], task: str, diff: bool, out: Path | None) -> list[Path]:
     """`lceval heatmap A B [--diff]`: per metric, both heatmaps side by side (and B - A on a diverging scale)."""
-    from lceval.compare import load_runs, task_declaration
-    from lceval.plots import plot_heatmap_panels, write_grid_csv
-    from lceval.report import grid_tasks, heatmap_panels
+    from lceval.analysis.compare import load_runs, task_declaration
+    from lceval.analysis.plots import plot_heatmap_panels, write_grid_csv
+    from lceval.analysis.report import grid_tasks, heatmap_panels
 
     if len(run_dirs) != 2:
         raise UserError(f"lceval heatmap takes one run folder, or two to compare; got {len(run_dirs)}.")
@@ -125,7 +125,7 @@ def heatmap_comparison(run_dirs: list[Path], task: str, diff: bool, out: Path | 
     if task not in grid_tasks(runs) or any(task not in ((r.results or {}).get("tasks") or {}) for r in runs):
         missing = next(r for r in runs if task not in ((r.results or {}).get("tasks") or {}))
         raise UserError(f"run {missing.path} has no results for the grid task {task!r}; pass --task.")
-    from lceval import files
+    from lceval.api import files
 
     folder = files.ensure_dir(out, "--out") if out else runs[1].path
     written = []

@@ -13,8 +13,8 @@ from typing import Any
 from lm_eval.api.model import TemplateLM
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
-from lceval.backends.base import Backend, GenerationRequest, LoglikelihoodRequest
-from lceval.prompting import bos_ids
+from lceval.api.backend import Backend, GenerationRequest, LoglikelihoodRequest
+from lceval.api.prompting import bos_ids
 
 CHUNK = 64  # requests per backend call: the unit of progress and of what a kill can lose
 

@@ -2,7 +2,7 @@
 
 Everything here reads run folders only (manifest.json, samples.jsonl, results.json). Scores and intervals are
 computed from the per-sample records, on each metric's per-sample scale (LongBench's 0..1, not its x100), so a
-task's "all" row is the mean over its samples. Breakdowns are the axes each task declares (lceval.task.Axis, as the
+task's "all" row is the mean over its samples. Breakdowns are the axes each task declares (lceval.api.task.Axis, as the
 manifest records them), read from what each sample records in `meta`; no task is known here by name.
 Control samples (meta `control: true`, the needle tasks' no-needle prompts) belong to the `control` group only:
 they are left out of every other row and of every gate check that does not name that group.
@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lceval import stats
-from lceval.environment import SCORE_LIBRARIES
-from lceval.errors import UserError
-from lceval.results import MANIFEST, RESULTS, SAMPLES, RunFolder, first_difference, is_control
-from lceval.task import Declaration, declaration_of, group_label
+from lceval.analysis import stats
+from lceval.api.errors import UserError
+from lceval.api.run_folder import MANIFEST, RESULTS, SAMPLES, RunFolder, first_difference, is_control
+from lceval.api.task import Declaration, declaration_of, group_label
+from lceval.running.environment import SCORE_LIBRARIES
 
 MAX_GROUPS = 30  # an axis with more distinct values (LongBench's per-document word counts) is no breakdown
 CONTROL_AXIS, CONTROL_LABEL = "control", "no needle"  # the group of the control samples (a breakdown of its own)
@@ -48,7 +48,7 @@ class Run:
         return [r for (name, _), r in self.records.items() if name == task]
 
     def declaration(self, task: str) -> Declaration:
-        """What the task declared about its metrics and axes (lceval.task.declaration_of)."""
+        """What the task declared about its metrics and axes (lceval.api.task.declaration_of)."""
         return declaration_of(self.manifest, task)
 
     def describe(self) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from typing import IO, Any
 
 import yaml
 
-from lceval.errors import UserError
+from lceval.api.errors import UserError
 
 
 def _named(path: Path, flag: str | None) -> str:

@@ -82,7 +82,7 @@ class Backend(ABC):
 
         Optional: a backend that only generates (a plugin, say) says so when a task asks for it.
         """
-        from lceval.errors import UserError
+        from lceval.api.errors import UserError
 
         raise UserError(f"backend {self.name} cannot score log-likelihoods; use --backend hf or vllm.")
 

@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from lceval.compare import Row, Run, compare_rows, comparison_warnings
-from lceval.errors import UserError
-from lceval.results import is_control
+from lceval.analysis.compare import Row, Run, compare_rows, comparison_warnings
+from lceval.api.errors import UserError
+from lceval.api.run_folder import is_control
 
 # ------------------------------------------------------------------------------------------------ the table
 
@@ -156,7 +156,7 @@ def grid_tasks(runs: list[Run]) -> list[str]:
 
 def heatmap_panels(runs: list[Run], task: str, metric: str, diff: bool):
     """Shared axes and the panels of a grid task's metric: each run, then each later run minus the first."""
-    from lceval.plots import grid_on_axes
+    from lceval.analysis.plots import grid_on_axes
 
     cells = [((run.results or {}).get("tasks", {}).get(task) or {}).get("cells") or [] for run in runs]
     lengths = sorted({c["length"] for group in cells for c in group})
@@ -173,8 +173,8 @@ def heatmap_panels(runs: list[Run], task: str, metric: str, diff: bool):
 
 
 def heatmap_figures(runs: list[Run], diff: bool = True) -> list[Figure]:
-    from lceval.compare import task_declaration
-    from lceval.plots import plot_heatmap_panels
+    from lceval.analysis.compare import task_declaration
+    from lceval.analysis.plots import plot_heatmap_panels
 
     figures = []
     for task in grid_tasks(runs):
@@ -192,7 +192,7 @@ def heatmap_figures(runs: list[Run], diff: bool = True) -> list[Figure]:
 
 def curve_figures(runs: list[Run]) -> list[Figure]:
     """Topic retrieval: accuracy against mean prompt length, one line per run."""
-    from lceval.plots import plot_curve
+    from lceval.analysis.plots import plot_curve
 
     tasks = dict.fromkeys(t for run in runs for t, res in ((run.results or {}).get("tasks") or {}).items()
                           if res.get("curve"))
@@ -212,7 +212,7 @@ def curve_figures(runs: list[Run]) -> list[Figure]:
 
 def category_figures(runs: list[Run], rows: list[Row]) -> list[Figure]:
     """Per-category bars with 95% intervals for every task and metric broken down by category."""
-    from lceval.plots import plot_category_bars
+    from lceval.analysis.plots import plot_category_bars
 
     figures = []
     keys = dict.fromkeys((r.task, r.metric) for r in rows if r.axis == "category")
@@ -266,10 +266,10 @@ COST_NOTE = ("Tokens per second: prompt and generated tokens per second of gener
 
 
 def cost_table(runs: list[Run]) -> tuple[list[str], list[tuple[str, list[str] | None]]] | None:
-    """Each run's cost (results.json `cost`, lceval.cost) as text: the header, and per run its label and cells
+    """Each run's cost (results.json `cost`, lceval.running.cost) as text: the header, and per run its label and cells
     (None where the run recorded no cost): tokens, time, tokens/s overall and per length bucket. None: no run has
     one."""
-    from lceval.cost import seconds_text, sorted_buckets
+    from lceval.running.cost import seconds_text, sorted_buckets
 
     costs = [((run.results or {}).get("cost") if isinstance((run.results or {}).get("cost"), dict) else None)
              for run in runs]
@@ -341,7 +341,7 @@ SAMPLES_PER_TASK = 100  # samples listed per task and run in the HTML report (al
 
 def _colour(value: float | None) -> str:
     """The heatmaps' red-amber-green for a 0..1 value (grey where there is none)."""
-    from lceval.plots import HEATMAP_COLOURS
+    from lceval.analysis.plots import HEATMAP_COLOURS
 
     if value is None or not np.isfinite(value):
         return "#dddddd"
@@ -359,7 +359,7 @@ def _anchor(run_index: int, task: str, sample_id: str) -> str:
 
 def _grid_html(run_index: int, task: str, records: list[dict[str, Any]]) -> str:
     """A grid task's samples as a clickable heatmap: depth down, length across, each cell links to its sample."""
-    from lceval.sample_view import headline
+    from lceval.analysis.sample_view import headline
 
     cells: dict[tuple[Any, Any], dict[str, Any]] = {}
     for record in (r for r in records if not is_control(r)):  # the controls have no cell
@@ -389,7 +389,7 @@ def _grid_html(run_index: int, task: str, records: list[dict[str, Any]]) -> str:
 
 
 def _sample_html(run_index: int, record: dict[str, Any]) -> str:
-    from lceval import sample_view
+    from lceval.analysis import sample_view
 
     state = sample_view.verdict(record)
     parts = sample_view.excerpt_parts(record)
@@ -408,7 +408,7 @@ def _sample_html(run_index: int, record: dict[str, Any]) -> str:
 
 def samples_html(runs: list[Run]) -> str:
     """Each run's samples: a clickable grid for length x depth tasks, then the samples (failures open)."""
-    from lceval.sample_view import failed
+    from lceval.analysis.sample_view import failed
 
     parts = ["<h2>Samples</h2><p>What each model was asked (an excerpt around what it had to find, where the task "
              "gives one), what it answered, the target and the scores. Failed samples are open.</p>"]
@@ -435,7 +435,7 @@ def samples_html(runs: list[Run]) -> str:
 
 def control_lines(runs: list[Run]) -> list[tuple[str, str, bool]]:
     """(run label, line, warning) for each run's task with no-needle controls or a grid (sample_view.control_line)."""
-    from lceval.sample_view import control_line
+    from lceval.analysis.sample_view import control_line
 
     lines = []
     for run in runs:
@@ -546,7 +546,7 @@ def summary_png(path: Path, runs: list[Run], rows: list[Row], figures: list[Figu
 
 def write_report(run_paths: list[Path], output: Path) -> list[Path]:
     """Write the report the suffix of `output` asks for (.html, .md or .png); returns the files written."""
-    from lceval.compare import load_runs
+    from lceval.analysis.compare import load_runs
 
     suffix = output.suffix.lower()
     if suffix not in (".html", ".htm", ".md", ".png"):

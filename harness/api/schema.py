@@ -2,7 +2,7 @@
 documented in one place, and versioned (SCHEMA_VERSION).
 
 The runner writes these classes (`to_dict`); readers (compare, gate, report, `lceval show`) read the same keys.
-`docs/run-folder.md` is generated from this module (`python -m lceval.schema > docs/run-folder.md`) and a test
+`docs/run-folder.md` is generated from this module (`python -m lceval.api.schema > docs/run-folder.md`) and a test
 checks that it is current. A field added keeps the version; a field renamed, removed or given another meaning
 raises it.
 """
@@ -55,7 +55,7 @@ class SampleRecord:
 class Manifest:
     """manifest.json: what ran, readable without the samples. Rewritten as the run goes (sessions, status)."""
 
-    schema_version: int = doc("This schema's version (lceval.schema.SCHEMA_VERSION).")
+    schema_version: int = doc("This schema's version (lceval.api.schema.SCHEMA_VERSION).")
     run_id: str = doc("The run's id: its folder's name under --out.")
     created_at: str = doc("When the first session started (UTC, ISO 8601).")
     status: str = doc("`running`, `partial` (ended with samples left: --limit, or a kill) or `complete`.")
@@ -71,13 +71,13 @@ class Manifest:
     max_length: int = doc("The window the run used (prompt plus answer tokens), in tokens.")
     tokenizer: dict[str, Any] = doc("The tokenizer: `sha256` of its files, `chat_template_sha256`, `stop_token_ids`, "
                                     "`class`.")
-    config: dict[str, Any] = doc("Every setting of the run as run (lceval.config.RunConfig), a named model's run "
-                                 "defaults applied.")
+    config: dict[str, Any] = doc("Every setting of the run as run (lceval.running.config.RunConfig), a named "
+                                 "model's run defaults applied.")
     run_defaults: dict[str, Any] = doc("The settings of `config` that a named model supplied (lceval.models).")
     tasks: dict[str, dict[str, Any]] = doc("Per task: `version`, resolved `settings` (what changes its prompts or "
                                            "scores) and `n_samples` (samples in a complete run).")
     declarations: dict[str, dict[str, Any]] = doc("Per task, what it declares about its scores "
-                                                  "(lceval.task.Declaration): `metrics` (name, label, pass_fail, "
+                                                  "(lceval.api.task.Declaration): `metrics` (name, label, pass_fail, "
                                                   "higher_is_better), `axes` (name, meta key, labels) and "
                                                   "`neutral_settings` (settings that change no prompt and no score).")
     fingerprint: dict[str, Any] = doc("What must be equal for a second session to write into this folder: model and "
@@ -85,10 +85,10 @@ class Manifest:
                                       "the backend's own part.")
     software: dict[str, Any] = doc("`lceval` version, `git_sha` of its source, and `packages`: the versions of every "
                                    "library that can change a prompt, an output or a score "
-                                   "(lceval.environment.TRACKED_PACKAGES).")
+                                   "(lceval.running.environment.TRACKED_PACKAGES).")
     hardware: dict[str, Any] = doc("Platform, machine, CPU count, Python, memory, GPUs.")
     sessions: list[dict[str, Any]] = doc("One entry per `lceval run` on this folder: `started_at`, `samples_run`, "
-                                         "`backend` and `cost` (lceval.cost).", default_factory=list)
+                                         "`backend` and `cost` (lceval.running.cost).", default_factory=list)
     backend: dict[str, Any] | None = doc("The backend that generated: `requested`, then its identity (name, "
                                          "versions, settings); null until it started.", default=None)
     finished_at: str | None = doc("When results.json was last written (UTC).", default=None)
@@ -134,8 +134,9 @@ class Results:
     schema_version: int = doc("This schema's version.")
     run_id: str = doc("The run's id.")
     tasks: dict[str, dict[str, Any]] = doc("Per task, its results (TaskResults).")
-    cost: dict[str, Any] | None = doc("Every session's cost summed (lceval.cost.run_cost): tokens, engine start, "
-                                      "generation time, tokens/s per task and per prompt-length bucket.", default=None)
+    cost: dict[str, Any] | None = doc("Every session's cost summed (lceval.running.cost.run_cost): tokens, engine "
+                                      "start, generation time, tokens/s per task and per prompt-length bucket.",
+                                      default=None)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -152,8 +153,8 @@ def _type_name(hint: Any) -> str:
 def markdown() -> str:
     """docs/run-folder.md: every file and field of the run folder, from the classes above."""
     lines = ["# The run folder", "",
-             "Generated from `harness/schema.py` by `python -m lceval.schema > docs/run-folder.md`; do not edit by "
-             f"hand. Schema version {SCHEMA_VERSION}.", "",
+             "Generated from `harness/api/schema.py` by `python -m lceval.api.schema > docs/run-folder.md`; do not "
+             f"edit by hand. Schema version {SCHEMA_VERSION}.", "",
              "A run folder holds `manifest.json`, `samples.jsonl`, `results.json`, and the pictures and tables its "
              "tasks draw (`*.png`, `*.csv`). It is the contract between running and everything after it: compare, "
              "gate, report and `lceval show` read only these files.", ""]

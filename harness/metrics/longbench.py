@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from lceval.errors import UserError
-from lceval.metrics import rouge_l_f1
+from lceval.api.errors import UserError
+from lceval.metrics.text import rouge_l_f1
 from lceval.tasks.benchmark_data import numbered_rows
 
 with warnings.catch_warnings():  # fuzzywuzzy warns that it runs on difflib, which is what the official scorer ran
@@ -44,7 +44,7 @@ RESULT_FILE = "result.json"
 BUCKETS = ("0-4k", "4-8k", "8k+")
 CODE_LANGUAGES = ("code (Python/C#/Java)", "code (Python/Java)")  # spec languages of lcc and repobench-p
 
-# Recursion headroom the official scorer leaves the `rouge` package (measured with lceval.metrics.stack_headroom()
+# Recursion headroom the official scorer leaves the `rouge` package (measured with lceval.metrics.text.stack_headroom()
 # in a script shaped like eval.py: module -> scorer -> rouge_score; the same on CPython 3.10 to 3.13 at the default
 # limit of 1000). rouge_zh_score calls rouge_score, one frame deeper.
 OFFICIAL_ROUGE_HEADROOM = 995

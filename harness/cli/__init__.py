@@ -12,10 +12,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from lceval.config import RunConfig
-from lceval.errors import UserError
+from lceval.api.errors import UserError
+from lceval.api.settings import HeatmapFlags, allowed
 from lceval.models import DEFAULT_MODEL
-from lceval.settings import HeatmapFlags, allowed
+from lceval.running.config import RunConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Evaluate long-context language models: needle, LongBench, InfiniteBench and more.")
@@ -95,8 +95,8 @@ def run(
                                                              "few samples on hf.")] = None,
 ) -> None:
     """Run tasks on a model and write a run folder (manifest, samples, results, pictures)."""
-    from lceval.config import build_config
-    from lceval.runner import execute_checkpoints
+    from lceval.running.config import build_config
+    from lceval.running.runner import execute_checkpoints
 
     if calibrate_from is not None and not dry_run:
         raise UserError(f"--calibrate-from {calibrate_from} applies to --dry-run; add --dry-run, or drop it.")
@@ -111,8 +111,8 @@ def run(
                  max_retries=max_retries, openai_api=openai_api)
     cfg = build_config(config, flags, task_option or [])
     if dry_run:
-        from lceval.runner import checkpoint_configs
-        from lceval.runner import dry_run as plan_only
+        from lceval.running.runner import checkpoint_configs
+        from lceval.running.runner import dry_run as plan_only
 
         for one in checkpoint_configs(cfg):
             _print_plan(plan_only(one, console, calibrate_from))
@@ -124,7 +124,7 @@ def run(
 
 def _print_plan(dry) -> None:
     """`lceval run --dry-run`: per task and length bucket what would run, and the estimate with its basis."""
-    from lceval.cost import seconds_text
+    from lceval.running.cost import seconds_text
 
     p = dry.plan
     total = sum(len(v) for v in p.samples.values())
@@ -165,7 +165,7 @@ def list_tasks(
                                                                   "each key, what it allows and its default.")] = None,
 ) -> None:
     """List the registered tasks and backends, or one task's options."""
-    from lceval import registry
+    from lceval.api import registry
 
     if options is not None:
         _print_task_options(options)
@@ -185,7 +185,7 @@ def _print_task_options(name: str) -> None:
     """`lceval tasks --options NAME`: the keys of a task's typed options, their ranges and defaults."""
     from dataclasses import MISSING, fields
 
-    from lceval import registry
+    from lceval.api import registry
 
     factory = registry.tasks.get(name)
     options_class = getattr(factory, "options_class", None)
@@ -230,8 +230,8 @@ def show(
         return
     from rich.text import Text
 
-    from lceval import sample_view
-    from lceval.results import RunFolder
+    from lceval.analysis import sample_view
+    from lceval.api.run_folder import RunFolder
 
     chosen = sample_view.select(RunFolder(run_dir).records(), task, sample_view.parse_where(where or []), failed)
     out = _stdout()
@@ -261,14 +261,14 @@ def heatmap(
     = None,
 ) -> None:
     """Write the heatmaps (PNG) and grids (CSV) of a run folder's length x depth grid, or compare two runs'."""
-    from lceval.plots import write_grid_heatmaps
-    from lceval.results import RunFolder
-    from lceval.settings import flags
+    from lceval.analysis.plots import write_grid_heatmaps
+    from lceval.api.run_folder import RunFolder
+    from lceval.api.settings import flags
 
     flags(HeatmapFlags, task=task, training_length=training_length)
     task = task or _first_grid_task(run_dirs[0])
     if len(run_dirs) > 1 or diff:
-        from lceval.cli_compare import heatmap_comparison
+        from lceval.cli.compare import heatmap_comparison
 
         for path in heatmap_comparison(run_dirs, task, diff, out):
             console.print(f"wrote {path}")
@@ -293,7 +293,7 @@ def heatmap(
 
 def _first_grid_task(run_dir: Path) -> str:
     """The first task of a run folder whose results hold a length x depth grid (`cells`)."""
-    from lceval.results import RunFolder
+    from lceval.api.run_folder import RunFolder
 
     results = RunFolder(run_dir).results()
     grids = [name for name, res in results["tasks"].items() if isinstance(res, dict) and "cells" in res]
@@ -315,8 +315,8 @@ def score(
     """Re-score official prediction files offline, writing the result file the official scorer writes."""
     import json
 
-    from lceval import files
-    from lceval.settings import ScoreFlags, flags
+    from lceval.api import files
+    from lceval.api.settings import ScoreFlags, flags
 
     chosen = flags(ScoreFlags, benchmark=benchmark, **({"scorer": scorer} if scorer is not None else {}))
     if chosen.benchmark == "longbench" and scorer is not None:
@@ -326,11 +326,11 @@ def score(
     if pred_dir.is_dir():
         files.check_output_file(pred_dir / "result.json", "--pred-dir's")
     if chosen.benchmark == "longbench":
-        from lceval.tasks.longbench_metrics import score_pred_dir as score_longbench
+        from lceval.metrics.longbench import score_pred_dir as score_longbench
 
         result, path = score_longbench(pred_dir, e=e)
     else:
-        from lceval.tasks.infinitebench_metrics import score_pred_dir as score_infinitebench
+        from lceval.metrics.infinitebench import score_pred_dir as score_infinitebench
 
         result, path = score_infinitebench(pred_dir, scorer=chosen.scorer)
     print(json.dumps(result, ensure_ascii=False, indent=4))
@@ -339,7 +339,7 @@ def score(
 
 def _print_results(run_dir: Path) -> None:
     """Each task's headline metrics, then its breakdowns (every `by_<axis>` mapping of its results)."""
-    from lceval.results import RunFolder
+    from lceval.api.run_folder import RunFolder
 
     results = RunFolder(run_dir).results()
     table = Table("task", "breakdown", "metric", "score", "n", title=f"results: {run_dir}")
@@ -365,7 +365,7 @@ def _print_controls(tasks: dict) -> None:
     needle."""
     from rich.text import Text
 
-    from lceval.sample_view import control_line
+    from lceval.analysis.sample_view import control_line
 
     for name, task in tasks.items():
         line = control_line(task)
@@ -376,8 +376,8 @@ def _print_controls(tasks: dict) -> None:
 
 
 def _print_cost(cost: dict) -> None:
-    """The run's cost (lceval.cost): per task and per prompt-length bucket, tokens, seconds and tokens/s."""
-    from lceval.cost import seconds_text
+    """The run's cost (lceval.running.cost): per task and per prompt-length bucket, tokens, seconds and tokens/s."""
+    from lceval.running.cost import seconds_text
 
     def row(name: str, label: str, part: dict, seconds_key: str, **style) -> None:
         rate = part.get("tokens_per_s")
@@ -415,7 +415,7 @@ from lceval.training.cli import register as _register_training  # noqa: E402
 _register_training(app)
 
 
-from lceval.cli_compare import register as _register_compare  # noqa: E402
+from lceval.cli.compare import register as _register_compare  # noqa: E402
 
 _register_compare(app)  # compare, gate, report
 
@@ -448,7 +448,7 @@ def _usage_sentence(err: Exception) -> str:
     """A flag click could not parse, as the settings errors read: the flag, the value, what is allowed."""
     from pydantic import ValidationError
 
-    from lceval.settings import command_settings, show
+    from lceval.api.settings import command_settings, show
 
     context = getattr(err, "ctx", None)
     param = getattr(err, "param", None)
@@ -486,10 +486,10 @@ def run_cli(argv: list[str] | None = None) -> int:
     except _click_classes(("typer", "Abort"), ("click.exceptions", "Abort")):
         _error("aborted.")
         return EXIT_GATE_FAILED
-    except OSError as err:  # a file the helpers of lceval.files did not see (a library's own write, say)
+    except OSError as err:  # a file the helpers of lceval.api.files did not see (a library's own write, say)
         if err.filename is None:
             raise
-        from lceval.files import os_error
+        from lceval.api.files import os_error
 
         _error(str(os_error(err, Path(err.filename), "access")))
         return EXIT_BAD_INPUT

@@ -1,7 +1,7 @@
 """Every setting a user can give, parsed into typed, range-checked values before any work starts.
 
-Run flags and `--config` YAML (lceval.config.RunConfig), task options (`-o TASK.KEY=VALUE`, each task's options
-class), recipe sections and overrides (lceval.training.recipe) and gate policies (lceval.gate) are all pydantic
+Run flags and `--config` YAML (lceval.running.config.RunConfig), task options (`-o TASK.KEY=VALUE`, each task's options
+class), recipe sections and overrides (lceval.training.recipe) and gate policies (lceval.analysis.gate) are all pydantic
 dataclasses built with `settings_class` and parsed with `parse`. A field's type carries its range (the aliases
 below); the same field then gives the CLI help its range (`allowed`) and a refused value its one sentence:
 
@@ -24,7 +24,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
-from lceval.errors import UserError
+from lceval.api.errors import UserError
 
 # Unknown keys are refused (a typo is an error, not a setting silently ignored); YAML numbers given for text are
 # taken as text (needle.answer=12345).
@@ -201,8 +201,8 @@ def parse_options(cls: type, options: Mapping[str, Any], task: str) -> Any:
 
 
 # --------------------------------------------------------------------------------------------- command flags
-# The flags of the commands other than `lceval run` (whose settings are lceval.config.RunConfig) that take values
-# with a range. Each command parses its flags with `flags(Class, **values)` before any work.
+# The flags of the commands other than `lceval run` (whose settings are lceval.running.config.RunConfig) that take
+# values with a range. Each command parses its flags with `flags(Class, **values)` before any work.
 
 
 @settings_class
@@ -252,7 +252,7 @@ def flags(cls: type, **values: Any) -> Any:
 def command_settings(command: str) -> type | None:
     """The settings class whose fields a command's flags are (for the help's ranges and click's parse errors)."""
     if command == "run":
-        from lceval.config import RunConfig
+        from lceval.running.config import RunConfig
 
         return RunConfig
     if command == "retrieval":

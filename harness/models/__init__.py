@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lceval.errors import UserError
+from lceval.api.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class NamedModel:
     install: str  # the command that makes it available
     task_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # the default grid per task
     # Settings of `lceval run` (RunConfig fields that default to None) used where the user gave none, by flag or
-    # config file; not with --adapter, whose training record brings its RoPE and window (lceval.runner.
+    # config file; not with --adapter, whose training record brings its RoPE and window (lceval.running.runner.
     # model_run_defaults). The manifest records them under run_defaults, and the settings as run under config.
     run_defaults: dict[str, Any] = field(default_factory=dict)
     built: bool = False  # lceval builds it on first use: always available, nothing to look for
@@ -38,7 +38,7 @@ class NamedModel:
 
 
 def _demo_folder() -> Path:
-    from lceval.demo import demo_model_path
+    from lceval.running.demo import demo_model_path
 
     return demo_model_path()
 
@@ -55,7 +55,7 @@ def _packaged_file(package: str, name: str) -> Path | None:
 
 
 def _demo_options() -> dict[str, dict[str, Any]]:
-    from lceval.demo import DEMO_TASK_OPTIONS
+    from lceval.running.demo import DEMO_TASK_OPTIONS
 
     return DEMO_TASK_OPTIONS
 

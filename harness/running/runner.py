@@ -14,14 +14,20 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from lceval import cost, environment, registry
-from lceval.backends.base import Backend, BackendSettings, GenerationRequest, generation_eos
+from lceval.api import registry
+from lceval.api.backend import Backend, BackendSettings, GenerationRequest, generation_eos
+from lceval.api.errors import UserError
+from lceval.api.prompting import hash_ids, hash_text, stop_token_ids
+from lceval.api.run_folder import RunFolder, first_difference
+from lceval.api.schema import SCHEMA_VERSION, Manifest, Results, SampleRecord
+from lceval.api.task import PromptContext, Sample, Task
 from lceval.backends.openai import served_adapter_name, served_only_adapter
 from lceval.backends.openai import settings_extra as openai_settings
-from lceval.config import RunConfig
-from lceval.errors import UserError
-from lceval.model_checks import check_model
-from lceval.model_files import (
+from lceval.models import DEFAULT_MODEL, NamedModel, named_model
+from lceval.running import cost, environment
+from lceval.running.config import RunConfig
+from lceval.running.model_checks import check_model
+from lceval.running.model_files import (
     AdapterInfo,
     ModelRef,
     folder_hash,
@@ -30,12 +36,7 @@ from lceval.model_files import (
     resolve_model,
     tokenizer_hash,
 )
-from lceval.models import DEFAULT_MODEL, NamedModel, named_model
-from lceval.progress import sample_progress
-from lceval.prompting import hash_ids, hash_text, stop_token_ids
-from lceval.results import RunFolder, first_difference
-from lceval.schema import SCHEMA_VERSION, Manifest, Results, SampleRecord
-from lceval.task import PromptContext, Sample, Task
+from lceval.running.progress import sample_progress
 
 
 def now() -> str:
@@ -256,7 +257,7 @@ def start_backend(requested: str, settings: BackendSettings, model_spec: str, co
     except UserError:
         raise
     except Exception as err:
-        # The model and settings were checked before (lceval.model_checks, RunConfig); what an engine still
+        # The model and settings were checked before (lceval.running.model_checks, RunConfig); what an engine still
         # refuses (too little memory for its cache, more GPUs than there are) is said in one sentence.
         reason = " ".join(str(err).split())[:300] or type(err).__name__
         raise UserError(f"backend {requested} could not start on model {model_spec} ({type(err).__name__}: "
@@ -299,7 +300,7 @@ def execute(cfg: RunConfig, console: Console, backend: Backend | None = None,
             p.manifest["backend"] = {"requested": cfg.backend, **backend.identity()}
             session["backend"] = backend.name
             # The engine start as this run paid it (none where a caller lent an open backend); each task's cost
-            # is added, and the manifest written, as the task finishes (lceval.cost).
+            # is added, and the manifest written, as the task finishes (lceval.running.cost).
             engine_start = engine_start_s if lent else time.monotonic() - started
             tasks_cost: dict[str, dict[str, Any]] = {}
             session["cost"] = cost.session_cost(engine_start, tasks_cost)
@@ -430,7 +431,7 @@ def _backend_settings(p: Plan) -> BackendSettings:
 def _generate(backend: Backend, todo: list[tuple[Task, Sample]], run: RunFolder, console: Console,
               record_cost: Callable[[str, dict[str, Any]], None] | None = None) -> int:
     """Run each task's samples (all its prompts at once), appending each sample as it finishes; each task's cost
-    (tokens and time, lceval.cost) goes to `record_cost` when the task is done."""
+    (tokens and time, lceval.running.cost) goes to `record_cost` when the task is done."""
     count = 0
     by_task: dict[str, tuple[Task, list[Sample]]] = {}
     for task, sample in todo:
@@ -495,8 +496,8 @@ class DryRun:
 
     plan: Plan
     todo: list[tuple[Task, Sample]]
-    table: dict[str, dict[str, Any]]  # lceval.cost.plan_table of the samples to run
-    estimate: dict[str, Any] | None  # lceval.cost.estimate, None where there is no basis
+    table: dict[str, dict[str, Any]]  # lceval.running.cost.plan_table of the samples to run
+    estimate: dict[str, Any] | None  # lceval.running.cost.estimate, None where there is no basis
     engine_start_s: float | None
     basis: str  # one sentence: what the estimate comes from, or why there is none
 

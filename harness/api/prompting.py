@@ -11,7 +11,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from lceval.errors import UserError
+from lceval.api.errors import UserError
 
 _PLACEHOLDER = "\u2063LCEVAL_CONTENT\u2063"
 

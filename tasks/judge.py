@@ -1,4 +1,4 @@
-"""An LLM judge on an OpenAI-compatible server, asked through the openai backend's client.
+"""An LLM judge on an OpenAI-compatible server, asked through lceval's HTTP client (lceval.http.client).
 
 One client implementation means one rule for retries, backoff, timeouts and the API key (read from an
 environment variable, sent only in a header). The judge is opened on its first question, so that building
@@ -11,7 +11,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from lceval.backends.openai import (
+from lceval.api.errors import UserError
+from lceval.http.client import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT_S,
     GREEDY_STANDARD,
@@ -26,7 +27,6 @@ from lceval.backends.openai import (
     read_api_key,
     refused,
 )
-from lceval.errors import UserError
 
 # LangChain's labeled_score_string reads the first [[...]] of the reply and accepts only the integers 1 to 10.
 _RATING = re.compile(r"\[\[(.*?)\]\]")

@@ -19,7 +19,7 @@ Library pins that change scores: rouge-score 0.1.2 for En.Sum. The official scor
 ``evaluate.load("rouge")`` (evaluate 0.4.1, which fetches the metric script from the Hub); that script builds a
 ``RougeScorer`` with no stemmer and, for a list label, takes ``score_multi`` (the best reference), which is called
 directly here. This is ROUGE-Lsum of rouge_score (lines split on newlines, ASCII alphanumeric tokens), not the ROUGE-L
-of the `rouge` package in lceval.metrics.rouge_l_f1, and gives other numbers. En.QA and Zh.QA reuse LongBench's
+of the `rouge` package in lceval.metrics.text.rouge_l_f1, and gives other numbers. En.QA and Zh.QA reuse LongBench's
 normalisation (the official code is the same); Zh.QA scores characters, not jieba words.
 
 Deliberate differences from the official scorer, all where it has no number to give:
@@ -44,11 +44,11 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from lceval.errors import UserError
-from lceval.results import write_json
+from lceval.api.errors import UserError
+from lceval.api.run_folder import write_json
+from lceval.metrics.longbench import _token_f1, normalize_zh
+from lceval.metrics.longbench import qa_f1_score as _longbench_qa_f1
 from lceval.tasks.benchmark_data import numbered_rows
-from lceval.tasks.longbench_metrics import _token_f1, normalize_zh
-from lceval.tasks.longbench_metrics import qa_f1_score as _longbench_qa_f1
 
 SCORERS = ("v-a", "v-b")
 SCORER_COMMITS = {

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lceval.errors import UserError
+from lceval.api.errors import UserError
 
 # Files larger than this are hashed by size plus three 8 MiB windows (start, middle, end), so that
 # hashing a 140 GB checkpoint does not dominate a run; the manifest records the method.
@@ -83,7 +83,7 @@ def gguf_file(path: Path) -> Path | None:
 def gguf_folder(file: Path) -> tuple[Path, dict[str, str]]:
     """A transformers checkpoint folder for a GGUF file: dequantised once by transformers' GGUF loader (weights in
     float32, tokenizer and chat template from the file's metadata) into lceval's cache, keyed by the file's hash."""
-    from lceval.demo import cache_dir
+    from lceval.running.demo import cache_dir
 
     sha = _file_digest(file, full=True)
     record = {"file": str(file), "sha256": sha}
@@ -130,7 +130,7 @@ def _dequantise(file: Path, out: Path) -> None:
 
 def read_json(path: Path) -> dict[str, Any]:
     """A JSON object file (config.json, adapter_config.json); one sentence naming the file when it is not one."""
-    from lceval import files
+    from lceval.api import files
 
     data = files.read_json(path)
     if not isinstance(data, dict):

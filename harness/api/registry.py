@@ -11,7 +11,7 @@ from collections.abc import Callable
 from importlib.metadata import EntryPoint, entry_points
 from typing import Generic, TypeVar
 
-from lceval.errors import UserError
+from lceval.api.errors import UserError
 
 T = TypeVar("T")
 
@@ -105,7 +105,7 @@ def register_variant(task_class, name: str, description: str, *, reads_data_dir:
     factory.description = description
     factory.reads_data_dir = reads_data_dir
     factory.options_class = getattr(task_class, "options_class", None)
-    factory.task_class = task_class  # its declaration (lceval.task.declaration_of)
+    factory.task_class = task_class  # its declaration (lceval.api.task.declaration_of)
     tasks.register(name)(factory)
 
 

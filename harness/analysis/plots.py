@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from lceval.task import declaration_of
+from lceval.api.task import declaration_of
 
 # gkamradt's colours, kept by the seed paper and NeedleBench: red (0) -> amber -> green (1).
 HEATMAP_COLOURS = ["#F0496E", "#EBB839", "#0CD79F"]

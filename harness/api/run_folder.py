@@ -3,10 +3,10 @@
     manifest.json   what ran: model, adapter, backend, config, versions, hardware, sessions and what each cost
                     (readable without samples)
     samples.jsonl   one record per finished sample, appended and flushed as it finishes
-    results.json    aggregates per task and the run's cost (lceval.cost), written at the end of a run
+    results.json    aggregates per task and the run's cost (lceval.running.cost), written at the end of a run
     *.png, *.csv    pictures and grids written by the tasks
 
-Every field is typed and documented in lceval.schema (and docs/run-folder.md). A run killed at any point
+Every field is typed and documented in lceval.api.schema (and docs/run-folder.md). A run killed at any point
 continues with the same run id: a torn last line is cut off, finished samples are skipped, and the rest run.
 Samples are keyed by (task, sample id) and carry the hash of their prompt.
 """
@@ -18,8 +18,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from lceval import files
-from lceval.errors import UserError
+from lceval.api import files
+from lceval.api.errors import UserError
 
 MANIFEST = "manifest.json"
 SAMPLES = "samples.jsonl"

@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from lceval.settings import Count, PositiveFloat, Seed, settings_class
+from lceval.api.settings import Count, PositiveFloat, Seed, settings_class
 
 DEMO_VERSION = "v1"
 DEMO_SEED = 0

@@ -15,8 +15,8 @@ import zipfile
 from functools import cache
 from pathlib import Path
 
-from lceval.errors import UserError
-from lceval.files import read_json
+from lceval.api.errors import UserError
+from lceval.api.files import read_json
 
 REMOTE_CODE_CONFIGS = ("config.json", "tokenizer_config.json")
 LOCAL_MODEL_BACKENDS = ("auto", "hf", "vllm")  # backends that load the weights of the local folder

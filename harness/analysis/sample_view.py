@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from lceval.errors import UserError
-from lceval.results import is_control
+from lceval.api.errors import UserError
+from lceval.api.run_folder import is_control
 
 MAX_OUTPUT_CHARS = 2000  # longer outputs are cut for display (the run folder keeps them whole)
 

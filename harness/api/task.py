@@ -8,8 +8,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from lceval.prompting import PromptFormat
-from lceval.results import is_control
+from lceval.api.prompting import PromptFormat
+from lceval.api.run_folder import is_control
 
 
 @dataclass
@@ -50,7 +50,7 @@ class PromptContext:
 
     def user_turn(self, system: str | None = None, chat: bool = True) -> PromptFormat:
         """The wrapper of one user turn; the chat template only where both the run and the task want it."""
-        from lceval.prompting import prompt_format
+        from lceval.api.prompting import prompt_format
 
         return prompt_format(self.tokenizer, self.chat_template and chat, system)
 
@@ -67,7 +67,7 @@ class Metric:
 
     @property
     def kind(self) -> str:
-        """The statistics' name for it: binary or continuous (lceval.stats)."""
+        """The statistics' name for it: binary or continuous (lceval.analysis.stats)."""
         return "binary" if self.pass_fail else "continuous"
 
 
@@ -113,8 +113,8 @@ def declaration_of(manifest: dict[str, Any], task: str) -> Declaration:
     recorded = (manifest.get("declarations") or {}).get(task)
     if isinstance(recorded, dict):
         return Declaration.from_dict(recorded)
-    from lceval import registry
-    from lceval.errors import UserError
+    from lceval.api import registry
+    from lceval.api.errors import UserError
 
     try:
         registered = registry.tasks.get(task)
@@ -132,8 +132,8 @@ def mean(values: list[float]) -> float:
 class Task(ABC):
     """Subclasses set `name`, `version` and `description`, and register with `@tasks.register`.
 
-    Options (`-o NAME.KEY=VALUE`) are declared as a typed class (`lceval.settings.settings_class`, each field's
-    type its range) and parsed in `__init__` with `lceval.settings.parse_options(Options, self.options, self.name)`,
+    Options (`-o NAME.KEY=VALUE`) are declared as a typed class (`lceval.api.settings.settings_class`, each field's
+    type its range) and parsed in `__init__` with `lceval.api.settings.parse_options(Options, self.options, self.name)`,
     so that a bad option is one sentence naming NAME.KEY, the value and what is allowed, before any engine starts.
     """
 
@@ -147,7 +147,7 @@ class Task(ABC):
 
     @classmethod
     def declaration(cls) -> Declaration:
-        """What the manifest records about this task's scores (lceval.task.Declaration)."""
+        """What the manifest records about this task's scores (lceval.api.task.Declaration)."""
         return Declaration(tuple(cls.metrics), tuple(cls.axes), frozenset(cls.neutral_settings))
 
     def __init__(self, options: dict[str, Any] | None = None):
@@ -199,7 +199,7 @@ class Task(ABC):
         A task whose requests come from another evaluator (lm-eval) drives the backend itself here; `progress` is
         the run's rich Progress, on which a task shows its own bars; `run_dir` the run folder, for a task's caches.
         """
-        from lceval.backends.base import GenerationRequest
+        from lceval.api.backend import GenerationRequest
 
         requests = [GenerationRequest(s.prompt_ids, s.max_new_tokens, tuple(s.stop_token_ids), s.min_new_tokens)
                     for s in samples]

@@ -1,0 +1,1 @@
+"""Everything after a run, reading run folders only: compare, statistics, gate, report, plots."""

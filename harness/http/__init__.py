@@ -1,0 +1,1 @@
+"""HTTP: the client and scheduler for OpenAI-compatible servers (lceval.http.client)."""

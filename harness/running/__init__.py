@@ -1,0 +1,1 @@
+"""Running: settings, the runner, named models' files, costs and what a manifest records about the machine."""
