@@ -15,6 +15,7 @@ from rich.console import Console
 
 from lceval import cli, models
 from lceval.api.errors import UserError
+from lceval.cli import catalog
 from lceval.models import NamedModel, locate, named_model
 from lceval.running.config import RunConfig, build_config
 from lceval.running.runner import _backend_settings, _make_tasks, model_run_defaults, plan
@@ -94,7 +95,7 @@ def test_the_checkpoints_folder_is_inside_the_package_and_ships_as_package_data(
 def test_models_looks_for_every_model_not_built_whichever_is_the_default(no_checkpoints, monkeypatch, capsys):
     """`lceval models` marks the default by name and looks for it like any other; only a built model is not
     looked for (lceval makes it on first use)."""
-    monkeypatch.setattr(cli, "DEFAULT_MODEL", "mini-extended")
+    monkeypatch.setattr(catalog, "DEFAULT_MODEL", "mini-extended")
     monkeypatch.delenv("COLUMNS", raising=False)
     looked: list[str] = []
     demo = models.NAMED_MODELS["lceval-demo"]

@@ -10,10 +10,10 @@ from rich.console import Console
 
 from lceval.api.errors import UserError
 from lceval.api.settings import CompareFlags, allowed
+from lceval.cli.app import app, console, stdout
 
-console = Console(stderr=True, soft_wrap=True)
 
-
+@app.command()
 def compare(
     run_dirs: Annotated[list[Path], typer.Argument(help="Run folders; differences are taken to the first.")],
     format: Annotated[str, typer.Option("--format", "-f", help="table (rich), md, csv or json. Allowed: "
@@ -35,13 +35,12 @@ def compare(
         for warning in comparison_warnings(runs):
             console.print(f"[yellow]warning:[/] {warning}", highlight=False)
     if format == "table":
-        from lceval.cli import _stdout
 
         if output:
             with files.open_text(output, "w", "--output") as handle:
                 Console(file=handle, width=200).print(rich_table(runs, rows))
         else:
-            _stdout().print(rich_table(runs, rows))
+            stdout().print(rich_table(runs, rows))
         return
     text = format_rows(runs, rows, format)
     if output:
@@ -51,6 +50,7 @@ def compare(
         print(text, end="")
 
 
+@app.command()
 def gate(
     candidate: Annotated[Path, typer.Option(help="The run folder of the checkpoint to gate.")],
     baseline: Annotated[Path, typer.Option(help="Baseline run folder or its results.json (e.g. "
@@ -93,6 +93,7 @@ def gate(
     raise typer.Exit(verdict.exit_code)
 
 
+@app.command()
 def report(
     run_dirs: Annotated[list[Path], typer.Argument(help="Run folders; differences are taken to the first.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="report.html (self-contained), report.md "
@@ -141,9 +142,3 @@ def heatmap_comparison(run_dirs: list[Path], task: str, diff: bool, out: Path | 
             written.append(folder / f"{stem}.csv")
     return written
 
-
-def register(app: typer.Typer) -> None:
-    """Add compare, gate and report to the `lceval` app."""
-    app.command()(compare)
-    app.command()(gate)
-    app.command()(report)
