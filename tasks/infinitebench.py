@@ -94,7 +94,6 @@ class InfiniteBenchTask(Task):
 
     def __init__(self, options: dict[str, Any] | None = None):
         super().__init__(options)
-        self.opts = InfiniteBenchOptions.from_dict(self.options, self.name)
         self.task_names = self.opts.tasks or list(tasks_spec())
         self.revision: str | None = None
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from lceval.api.errors import UserError
 from lceval.api.registry import tasks
-from lceval.api.settings import NonNegativeInt, parse_options, settings_class
+from lceval.api.settings import NonNegativeInt, settings_class
 from lceval.api.task import Axis, Declaration, Outcome, PromptContext, Sample, Task
 
 CACHE_FILE = "lm_eval_cache.db"  # lm-eval's request cache inside the run folder: what a killed run already has
@@ -98,10 +98,9 @@ class LmEvalTask(Task):
                            neutral_settings=cls.neutral_settings)
 
     def __init__(self, lm_eval_name: str, options: dict[str, Any] | None = None, name: str | None = None):
-        super().__init__(options)
         self.lm_eval_name = lm_eval_name
         self.name = name or f"lm-eval:{lm_eval_name}"
-        self.opts = parse_options(LmEvalOptions, self.options, self.name)
+        super().__init__(options)
         self._data_sha256: str | None = None
         self._chat_used = False
 

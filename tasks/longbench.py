@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import zipfile
-from dataclasses import asdict, field
+from dataclasses import field
 from typing import Any
 
 from lceval.api.errors import UserError
@@ -75,7 +75,6 @@ class LongBenchTask(Task):
 
     def __init__(self, options: dict[str, Any] | None = None):
         super().__init__(options)
-        self.opts = LongBenchOptions.from_dict(self.options, self.name)
         if not self.opts.datasets:
             self.opts.datasets = list(datasets_spec())
         if self.opts.e:
@@ -83,9 +82,6 @@ class LongBenchTask(Task):
             if outside:
                 raise UserError(f"LongBench-E has no dataset {outside[0]!r}.")
         self.revision: str | None = None
-
-    def settings(self) -> dict[str, Any]:
-        return asdict(self.opts)
 
     def _truncation_length(self, window: int) -> int:
         longest_answer = max(datasets_spec()[d]["maxlen"] for d in self.opts.datasets)

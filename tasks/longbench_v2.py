@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -141,11 +140,7 @@ class LongBenchV2Task(Task):
 
     def __init__(self, options: dict[str, Any] | None = None):
         super().__init__(options)
-        self.opts = LongBenchV2Options.from_dict(self.options, self.name)
         self.revision: str | None = None
-
-    def settings(self) -> dict[str, Any]:
-        return asdict(self.opts)
 
     def _truncation_length(self, window: int) -> int:
         return self.opts.max_length or window - ANSWER_TOKENS - TEMPLATE_ROOM

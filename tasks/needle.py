@@ -196,7 +196,6 @@ class NeedleTask(Task):
 
     def __init__(self, options: dict[str, Any] | None = None):
         super().__init__(options)
-        self.opts = NeedleOptions.from_dict(self.options, self.name)
         # The scores of this run: every declared metric but the judge's, which needs a judge.
         self.scored = tuple(m.name for m in self.metrics if m.name != "judge")
         self.lengths = length_grid(self.opts)

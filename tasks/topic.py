@@ -17,7 +17,7 @@ import csv
 import json
 import random
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -277,13 +277,6 @@ class TopicTask(Task):
     metrics = (Metric("accuracy", "Accuracy (topic in the answer)", pass_fail=True), Metric("f1", "Token F1"))
     axes = (Axis("topics", "num_topics"),)
     neutral_settings = frozenset({"data_dir"})
-
-    def __init__(self, options: dict[str, Any] | None = None):
-        super().__init__(options)
-        self.opts = TopicOptions.from_dict(self.options, self.name)
-
-    def settings(self) -> dict[str, Any]:
-        return asdict(self.opts)
 
     def check_window(self, window: int) -> None:
         if self.opts.max_new_tokens >= window:

@@ -69,7 +69,8 @@ class EchoBackend(Backend):
 
     def generate(self, requests):
         for index, request in enumerate(requests):
-            yield index, Generation([], f"echo {{len(request.prompt_ids)}}", "length")
+            reply = self.settings.extra.get("reply", "echo")  # its own setting (-M reply=...), unread by lceval
+            yield index, Generation([], f"{{reply}} {{len(request.prompt_ids)}}", "length")
 
     def identity(self):
         return {{"name": self.name, "versions": {{"lceval_echo_plugin": "0.1"}}}}
@@ -339,6 +340,22 @@ def test_plugin_task_axis_is_a_breakdown_in_results_compare_report_and_gate(env,
     proc = lceval(env, "gate", "--baseline", out / "a", "--candidate", out / "b", "--policy", policy)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert all(f"echo nonempty [word={w}]" in proc.stdout for w in ("alpha", "beta", "gamma")), proc.stdout
+
+
+def test_a_plugin_backend_gets_its_own_settings_unread_and_they_are_part_of_the_fingerprint(env, tmp_path):
+    """`-M KEY=VALUE` reaches the backend as given (BackendSettings.extra); another value refuses to resume."""
+    out = tmp_path / "runs"
+    args = ["run", "--model", "lceval-demo", "--tasks", "echo", "--backend", "echo-backend", "-o", "echo.n=1",
+            "--out", out, "--run-id", "m"]
+    proc = lceval(env, *args, "-M", "reply=hello")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    _, manifest, records = _run_dir_contents(out / "m")
+    assert records[0]["output"].startswith("hello ")
+    assert manifest["config"]["backend_options"] == {"reply": "hello"}
+    assert manifest["fingerprint"]["backend_options"] == {"reply": "hello"}
+    other = lceval(env, *args, "-M", "reply=bye")
+    assert other.returncode == 2
+    assert "backend_options.reply" in other.stderr and "use a new --run-id" in other.stderr, other.stderr
 
 
 def test_broken_plugin_does_not_break_builtin_run(env, tmp_path):

@@ -26,6 +26,7 @@ from lceval.api.settings import (
     Seed,
     Share,
     parse,
+    parse_dotted_assignment,
     settings_class,
 )
 from lceval.running.config import load_yaml
@@ -174,15 +175,7 @@ class Recipe:
 
 def parse_override(text: str) -> tuple[str, str, Any]:
     """`section.key=value` (value as YAML) to (section, key, value)."""
-    key, sep, raw = text.partition("=")
-    section, dot, name = key.strip().partition(".")
-    if not sep or not dot or not section or not name:
-        raise UserError(f"override {text!r} is not of the form SECTION.KEY=VALUE, e.g. training.learning_rate=1e-4.")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as err:
-        raise UserError(f"the value of override {text!r} is not valid YAML; quote it.") from err
-    return section, name, value
+    return parse_dotted_assignment(text, "override", "SECTION.KEY=VALUE", "training.learning_rate=1e-4")
 
 
 def _section(name: str, cls: type, data: Any, where: str, overridden: set[tuple[str, str]]) -> Any:

@@ -1,9 +1,10 @@
 """Renderings of a comparison: text tables (rich, Markdown, CSV, JSON) and reports (HTML, Markdown, PNG).
 
 The HTML report is one self-contained file (pictures embedded as base64 PNG); the Markdown report writes its
-pictures into a folder beside it. Both hold the compare table, every needle-style heatmap (each run, and each
-later run's difference to the first), the topic-retrieval curve and per-category bars (LongBench, MMLU), and a
-line per run and task on its no-needle controls (results' `control`).
+pictures into a folder beside it. Both hold the compare table, a heatmap of every task with a length x depth grid
+(results' `cells`: each run, and each later run's difference to the first), a curve of every task with one
+(results' `curve`), per-category bars of every task with a `category` axis, and a line per run and task on its
+controls (results' `control`). What each picture calls a metric is what its task declares (lceval.api.task).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from lceval.analysis.compare import Row, Run, compare_rows, comparison_warnings
+from lceval.analysis.compare import Row, Run, compare_rows, comparison_warnings, task_declaration
 from lceval.api.errors import UserError
 from lceval.api.run_folder import is_control
 
@@ -173,7 +174,6 @@ def heatmap_panels(runs: list[Run], task: str, metric: str, diff: bool):
 
 
 def heatmap_figures(runs: list[Run], diff: bool = True) -> list[Figure]:
-    from lceval.analysis.compare import task_declaration
     from lceval.analysis.plots import plot_heatmap_panels
 
     figures = []
@@ -191,21 +191,27 @@ def heatmap_figures(runs: list[Run], diff: bool = True) -> list[Figure]:
 
 
 def curve_figures(runs: list[Run]) -> list[Figure]:
-    """Topic retrieval: accuracy against mean prompt length, one line per run."""
+    """Tasks with a curve (results' `curve`: points with `mean_prompt_tokens`): the task's first declared metric
+    that the points hold against mean prompt length, one line per run."""
     from lceval.analysis.plots import plot_curve
 
     tasks = dict.fromkeys(t for run in runs for t, res in ((run.results or {}).get("tasks") or {}).items()
                           if res.get("curve"))
     figures = []
     for task in tasks:
-        series = {}
-        for run in runs:
-            curve = (((run.results or {}).get("tasks", {}).get(task) or {}).get("curve")) or []
-            if curve:
-                series[run.label] = ([p["mean_prompt_tokens"] for p in curve], [p["accuracy"] for p in curve])
-        title = f"{task}: first topic named (accuracy) against prompt length"
-        png = _png(lambda out, series=series, title=title: plot_curve(
-            out, series, title=title, xlabel="Mean prompt length (tokens)", ylabel="Accuracy (topic in the answer)"))
+        curves = {run.label: (((run.results or {}).get("tasks", {}).get(task) or {}).get("curve")) or []
+                  for run in runs}
+        held = {key for points in curves.values() for p in points for key in p}
+        declared = task_declaration(runs, task)
+        metric = next((m.name for m in declared.metrics if m.name in held), None)
+        if metric is None:
+            continue
+        series = {label: ([p["mean_prompt_tokens"] for p in points], [p.get(metric) for p in points])
+                  for label, points in curves.items() if points}
+        label = declared.label(metric)
+        title = f"{task}: {label} against prompt length"
+        png = _png(lambda out, series=series, title=title, label=label: plot_curve(
+            out, series, title=title, xlabel="Mean prompt length (tokens)", ylabel=label))
         figures.append(Figure(f"{task.replace('/', '_')}_curve", title, png))
     return figures
 

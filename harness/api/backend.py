@@ -73,6 +73,25 @@ class Backend(ABC):
     def __init__(self, settings: BackendSettings):
         self.settings = settings
 
+    # What a backend reads from the run's settings is its own business: the runner hands these the run's settings
+    # (lceval.running.config.RunConfig) unread, and records what they return.
+    @classmethod
+    def settings_from(cls, cfg: Any) -> dict[str, Any]:
+        """The settings of the run this backend reads, as BackendSettings.extra (beside the run's --backend-option
+        pairs, which reach `extra` as given)."""
+        return {}
+
+    @classmethod
+    def served_adapter(cls, cfg: Any) -> str | None:
+        """The name under which a server serves the run's --adapter (a LoRA module), or None: recorded in the
+        manifest, and part of the fingerprint where no local adapter folder's hash says which adapter it was."""
+        return None
+
+    @classmethod
+    def adapter_by_name(cls, cfg: Any) -> bool:
+        """Whether the run's --adapter names an adapter the backend serves, rather than a local folder to read."""
+        return False
+
     @abstractmethod
     def generate(self, requests: Sequence[GenerationRequest]) -> Iterator[tuple[int, Generation]]:
         """Greedy generation for all requests at once; yields (index, result) as each one finishes."""

@@ -261,3 +261,29 @@ def command_settings(command: str) -> type | None:
         return RetrievalSpec
     return {"compare": CompareFlags, "score": ScoreFlags, "heatmap": HeatmapFlags, "export": ExportFlags,
             "synth": SynthFlags}.get(command)
+
+
+def parse_assignment(text: str, what: str, form: str, example: str) -> tuple[str, Any]:
+    """`KEY=VALUE` from the command line, the value read as YAML (numbers, lists, booleans): (KEY, value). `what`
+    names the thing in errors, `form` and `example` show what is expected."""
+    import yaml
+
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise UserError(f"{what} {text!r} is not of the form {form}, e.g. {example}.")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as err:
+        raise UserError(f"the value of {what} {text!r} is not valid YAML; quote it.") from err
+    return key.strip(), value
+
+
+def parse_dotted_assignment(text: str, what: str, form: str, example: str, *,
+                            last_dot: bool = False) -> tuple[str, str, Any]:
+    """`OWNER.KEY=VALUE` (a task's option, a recipe section's key): (OWNER, KEY, value), split at the first dot (or
+    the last, where OWNER may hold dots)."""
+    key, value = parse_assignment(text, what, form, example)
+    owner, dot, name = key.rpartition(".") if last_dot else key.partition(".")
+    if not dot or not owner or not name:
+        raise UserError(f"{what} {text!r} is not of the form {form}, e.g. {example}.")
+    return owner, name, value

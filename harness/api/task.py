@@ -132,9 +132,10 @@ def mean(values: list[float]) -> float:
 class Task(ABC):
     """Subclasses set `name`, `version` and `description`, and register with `@tasks.register`.
 
-    Options (`-o NAME.KEY=VALUE`) are declared as a typed class (`lceval.api.settings.settings_class`, each field's
-    type its range) and parsed in `__init__` with `lceval.api.settings.parse_options(Options, self.options, self.name)`,
-    so that a bad option is one sentence naming NAME.KEY, the value and what is allowed, before any engine starts.
+    Options (`-o NAME.KEY=VALUE`) are declared as a typed class (`options_class`, a
+    `lceval.api.settings.settings_class`, each field's type its range) and parsed here into `self.opts` (with the
+    class's `from_dict(options, task)` where it has one, for checks across fields), so that a bad option is one
+    sentence naming NAME.KEY, the value and what is allowed, before any engine starts.
     """
 
     name: ClassVar[str]
@@ -152,10 +153,18 @@ class Task(ABC):
 
     def __init__(self, options: dict[str, Any] | None = None):
         self.options = dict(options or {})
+        self.opts: Any = None
+        if self.options_class is not None:
+            from lceval.api.settings import parse_options
+
+            from_dict = getattr(self.options_class, "from_dict", None)
+            self.opts = (from_dict(self.options, self.name) if from_dict is not None
+                         else parse_options(self.options_class, self.options, self.name))
 
     def settings(self) -> dict[str, Any]:
-        """The resolved settings that change this task's prompts or scores (recorded, and compared on resume)."""
-        return dict(self.options)
+        """The resolved settings that change this task's prompts or scores (recorded, and compared on resume):
+        the parsed options, or the options as given where the task declares no options class."""
+        return asdict(self.opts) if self.opts is not None else dict(self.options)
 
     def check_window(self, window: int) -> None:  # noqa: B027 - optional hook
         """Raise a UserError before any work if the task's settings cannot fit a window of `window` tokens."""

@@ -112,6 +112,18 @@ class OpenAIBackend(Backend):
 
     name = "openai"
 
+    @classmethod
+    def settings_from(cls, cfg: Any) -> dict[str, Any]:
+        return settings_extra(cfg)
+
+    @classmethod
+    def served_adapter(cls, cfg: Any) -> str | None:
+        return served_adapter_name(cfg)
+
+    @classmethod
+    def adapter_by_name(cls, cfg: Any) -> bool:
+        return served_only_adapter(cfg)
+
     def __init__(self, settings: BackendSettings):
         super().__init__(settings)
         from transformers import AutoTokenizer

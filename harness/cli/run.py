@@ -62,6 +62,9 @@ def run(
     task_option: Annotated[list[str] | None, typer.Option(
         "--task-option", "-o", help="TASK.KEY=VALUE, e.g. needle.lengths=[1000,2000]; `lceval tasks --options "
                                     "TASK` lists a task's keys and what each allows.")] = None,
+    backend_option: Annotated[list[str] | None, typer.Option(
+        "--backend-option", "-M", help="KEY=VALUE (value as YAML): a setting of the backend itself, handed to it "
+                                       "unread (a plugin backend's own settings).")] = None,
     base_url: Annotated[list[str] | None, typer.Option(
         help="--backend openai: server URL, e.g. http://localhost:8000 (repeat, or comma list, for several).")] = None,
     served_model: Annotated[str | None, typer.Option(help="--backend openai: model name on the server "
@@ -103,7 +106,7 @@ def run(
                  base_url=base_url or None, served_model=served_model, served_adapter=served_adapter,
                  api_key_env=api_key_env, concurrency=concurrency, request_timeout=request_timeout,
                  max_retries=max_retries, openai_api=openai_api)
-    cfg = build_config(config, flags, task_option or [])
+    cfg = build_config(config, flags, task_option or [], backend_option or [])
     if dry_run:
         from lceval.running.runner import checkpoint_configs
         from lceval.running.runner import dry_run as plan_only

@@ -6,7 +6,6 @@ from dataclasses import asdict, field, fields
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import AfterValidator, BeforeValidator
 
 from lceval.api.errors import UserError
@@ -22,6 +21,8 @@ from lceval.api.settings import (
     Seed,
     Share,
     parse,
+    parse_assignment,
+    parse_dotted_assignment,
     settings_class,
     split_commas,
 )
@@ -36,6 +37,11 @@ def _some_task(names: list[str]) -> list[str]:
 URLs = Annotated[list[str], BeforeValidator(lambda value: [value] if isinstance(value, str) else value)]
 Tasks = Annotated[list[str], BeforeValidator(split_commas), AfterValidator(_some_task),
                   Allowed("a comma list of task names, e.g. needle,longbench")]
+
+
+def _of_backend(name: str, default: Any) -> Any:
+    """A setting of one backend only (refused on the others)."""
+    return field(default=default, metadata={"backend": name})
 
 
 @settings_class
@@ -61,15 +67,19 @@ class RunConfig:
     seed: Seed = 0
     data_dir: str | None = None  # benchmark files in their official layout, for every task that reads data files
     num_fewshot: NonNegativeInt | None = None  # for every task that takes few-shot examples (mmlu, lm-eval:<name>)
-    # --backend openai: servers of the OpenAI-compatible API (lceval.backends.openai)
-    base_url: URLs | None = None  # one or more servers (data parallel); a comma list also works
-    served_model: str | None = None  # default: the one base model the server lists
-    served_adapter: str | None = None  # the LoRA module serving a local --adapter folder (default: its folder name)
-    api_key_env: str | None = None  # environment variable holding the API key (default OPENAI_API_KEY)
-    concurrency: Count = 8  # requests in flight per server
-    request_timeout: PositiveFloat = 600.0  # seconds per request
-    max_retries: NonNegativeInt = 5  # per request, with exponential backoff, on connection errors, 429 and 5xx
-    openai_api: Literal["completions", "chat"] = "completions"  # chat: servers without /v1/completions
+    # The built-in server backend's settings (lceval.backends.openai reads them); metadata `backend` names the one
+    # backend a setting belongs to, and a run on another backend refuses it (lceval.running.runner).
+    base_url: URLs | None = _of_backend("openai", None)  # one or more servers (data parallel); a comma list too
+    served_model: str | None = _of_backend("openai", None)  # default: the one base model the server lists
+    served_adapter: str | None = _of_backend("openai", None)  # the LoRA module serving a local --adapter folder
+    api_key_env: str | None = _of_backend("openai", None)  # variable holding the API key (default OPENAI_API_KEY)
+    concurrency: Count = _of_backend("openai", 8)  # requests in flight per server
+    request_timeout: PositiveFloat = _of_backend("openai", 600.0)  # seconds per request
+    max_retries: NonNegativeInt = _of_backend("openai", 5)  # per request, with backoff, on connection errors, 5xx
+    openai_api: Literal["completions", "chat"] = _of_backend("openai", "completions")  # chat: no /v1/completions
+    # Any backend's own settings, `-M KEY=VALUE`: handed to the backend unread (BackendSettings.extra) and part of
+    # the run's fingerprint.
+    backend_options: dict[str, Any] = field(default_factory=dict)
     task_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -88,22 +98,21 @@ def load_yaml(path: Path, what: str = "config file") -> dict[str, Any]:
 
 def parse_task_option(text: str) -> tuple[str, str, Any]:
     """`task.key=value` (value as YAML: numbers, lists, booleans) to (task, key, value)."""
-    key, sep, raw = text.partition("=")
-    task, dot, option = key.rpartition(".")
-    if not sep or not dot or not task or not option:
-        raise UserError(f"task option {text!r} is not of the form TASK.KEY=VALUE, e.g. needle.lengths=[1000,2000].")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as err:
-        raise UserError(f"the value of task option {text!r} is not valid YAML; quote it.") from err
-    return task, option, value
+    return parse_dotted_assignment(text, "task option", "TASK.KEY=VALUE", "needle.lengths=[1000,2000]",
+                                   last_dot=True)
 
 
 def flag_name(key: str) -> str:
     return "--" + key.replace("_", "-")
 
 
-def build_config(config_file: Path | None, flags: dict[str, Any], task_options: list[str]) -> RunConfig:
+def parse_backend_option(text: str) -> tuple[str, Any]:
+    """`KEY=VALUE` (value as YAML) to (key, value): one of the run backend's own settings (-M)."""
+    return parse_assignment(text, "backend option", "KEY=VALUE", "-M max_batch=4")
+
+
+def build_config(config_file: Path | None, flags: dict[str, Any], task_options: list[str],
+                 backend_options: list[str] = ()) -> RunConfig:
     """The YAML file's settings, overridden by every flag that was given (not None), typed and range-checked.
 
     A refused value is one sentence naming its flag (--batch-size) or its key and file (batch_size in config
@@ -126,5 +135,11 @@ def build_config(config_file: Path | None, flags: dict[str, Any], task_options: 
         task, option, value = parse_task_option(text)
         options.setdefault(task, {})[option] = value
     data["task_options"] = options
+    if backend_options:
+        given_backend = data.get("backend_options")
+        if not isinstance(given_backend, dict | None):
+            raise UserError(f"backend_options in config file {config_file} must be a mapping of the backend's "
+                            "settings, e.g. {max_batch: 4}.")
+        data["backend_options"] = {**(given_backend or {}), **dict(map(parse_backend_option, backend_options))}
     return parse(RunConfig, data, label=lambda key: flag_name(key) if key in given else key,
                  where=lambda key: "" if key in given else f" in config file {config_file}")

@@ -21,8 +21,6 @@ from lceval.api.prompting import hash_ids, hash_text, stop_token_ids
 from lceval.api.run_folder import RunFolder, first_difference
 from lceval.api.schema import SCHEMA_VERSION, Manifest, Results, SampleRecord
 from lceval.api.task import PromptContext, Sample, Task
-from lceval.backends.openai import served_adapter_name, served_only_adapter
-from lceval.backends.openai import settings_extra as openai_settings
 from lceval.models import DEFAULT_MODEL, NamedModel, named_model
 from lceval.running import cost, environment
 from lceval.running.config import RunConfig
@@ -113,9 +111,27 @@ def default_run_id(cfg: RunConfig, model: ModelRef, adapter: AdapterInfo | None,
     return "-".join(re.sub(r"[^A-Za-z0-9._+=-]", "_", part) for part in parts)
 
 
+def backend_class(cfg: RunConfig) -> type[Backend]:
+    """The class of the run's backend, whose class methods read its own settings; for `auto`, the contract's
+    defaults (vLLM and hf read none of their own)."""
+    return Backend if cfg.backend == "auto" else registry.backends.get(cfg.backend)
+
+
+def check_backend_settings(cfg: RunConfig) -> None:
+    """Refuse a setting that belongs to another backend than the run's (RunConfig field metadata `backend`): it
+    would be silently ignored."""
+    for f in fields(RunConfig):
+        owner = f.metadata.get("backend")
+        if owner and owner != cfg.backend and getattr(cfg, f.name) not in (None, f.default):
+            flag = "--" + f.name.replace("_", "-")
+            raise UserError(f"{flag} applies to --backend {owner}, not {cfg.backend}; drop it or pass "
+                            f"--backend {owner}.")
+
+
 def _fingerprint(cfg: RunConfig, model_hash: str, adapter_hash: str | None, max_length: int,
                  tasks: list[Task]) -> dict[str, Any]:
-    """What must be equal for two sessions to write into the same run folder."""
+    """What must be equal for two sessions to write into the same run folder; the backend says its own part."""
+    backend_part = {"backend_options": cfg.backend_options} if cfg.backend_options else {}
     return {
         "model_sha256": model_hash,
         "adapter_sha256": adapter_hash,
@@ -125,7 +141,8 @@ def _fingerprint(cfg: RunConfig, model_hash: str, adapter_hash: str | None, max_
         "chat_template": cfg.chat_template,
         "seed": cfg.seed,
         "tasks": {t.name: {"version": t.version, "settings": t.settings()} for t in tasks},
-        "served_adapter": None if adapter_hash else served_adapter_name(cfg),  # --backend openai: a LoRA by name
+        "served_adapter": None if adapter_hash else backend_class(cfg).served_adapter(cfg),  # a LoRA by name
+        **backend_part,
     }
 
 
@@ -139,19 +156,12 @@ def plan(cfg: RunConfig, console: Console, write: bool = True) -> Plan:
     run_defaults = model_run_defaults(cfg, named)
     cfg = replace(cfg, **run_defaults)  # the settings as run, and as the manifest records them
     tasks = _make_tasks(cfg, named)
-    if cfg.backend != "auto":
-        registry.backends.get(cfg.backend)  # an unknown backend fails here, naming the known ones
-    if cfg.backend != "openai":  # a server's flags on another backend would be silently ignored
-        given = [flag for flag, value in (("--base-url", cfg.base_url), ("--served-model", cfg.served_model),
-                                          ("--served-adapter", cfg.served_adapter), ("--api-key-env", cfg.api_key_env))
-                 if value]
-        if given:
-            raise UserError(f"{given[0]} applies to --backend openai, not {cfg.backend}; drop it or pass "
-                            "--backend openai.")
+    backend = backend_class(cfg)  # an unknown backend fails here, naming the known ones
+    check_backend_settings(cfg)
     model = resolve_model(spec, cfg.revision)
     # Its code (auto_map), architecture and weights, before any engine loads it.
     check_model(model.path, model.spec, cfg.backend, cfg.trust_remote_code)
-    adapter = read_adapter(cfg.adapter) if cfg.adapter and not served_only_adapter(cfg) else None
+    adapter = read_adapter(cfg.adapter) if cfg.adapter and not backend.adapter_by_name(cfg) else None
     window = model_window(model.path)
     if adapter_rope(cfg, adapter):
         window = max(window, adapter.trained_window or window)  # the window the adapter was trained for
@@ -205,7 +215,7 @@ def plan(cfg: RunConfig, console: Console, write: bool = True) -> Plan:
                                               "rope_parameters": adapter.rope_parameters,
                                               "trained_window": adapter.trained_window, **adapter_hash},
         rope_parameters=adapter_rope(cfg, adapter),
-        served_adapter=served_adapter_name(cfg),
+        served_adapter=backend.served_adapter(cfg),
         max_length=max_length,
         tokenizer={"sha256": tokenizer_hash(model.path),
                    "chat_template_sha256": hash_text(getattr(tokenizer, "chat_template", None)),
@@ -423,8 +433,9 @@ def _backend_settings(p: Plan) -> BackendSettings:
         trust_remote_code=cfg.trust_remote_code,
         batch_size=cfg.batch_size, gpu_memory_utilization=cfg.gpu_memory_utilization,
         tensor_parallel_size=cfg.tensor_parallel_size,
-        extra={"adapter_modules_to_save": list(p.adapter.modules_to_save) if p.adapter else [],
-               **openai_settings(cfg)},
+        extra={**cfg.backend_options,
+               "adapter_modules_to_save": list(p.adapter.modules_to_save) if p.adapter else [],
+               **backend_class(cfg).settings_from(cfg)},
     )
 
 
