@@ -141,7 +141,7 @@ class LongBenchTask(Task):
         by_dataset: dict[str, list[dict[str, Any]]] = {}
         for record in records:
             by_dataset.setdefault(record["meta"]["dataset"], []).append(record)
-        scores = {d: longbench_metrics.mean_score([r["scores"]["score"] for r in rs])
+        scores = {d: longbench_metrics.percent_mean([r["scores"]["score"] for r in rs])
                   for d, rs in sorted(by_dataset.items())}
         result: dict[str, Any] = {"n_samples": len(records), "by_dataset": scores}
         if scores:

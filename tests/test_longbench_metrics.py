@@ -281,8 +281,8 @@ def test_dataset_and_bucket_means_round_as_eval_py():
     # eval.py's scorer sums left to right and rounds a float; scorer_e rounds numpy's mean with numpy's rounding.
     # Official values: scorer(...) on a metric that returns float(ground_truth), and scorer_e(...) likewise.
     scores = [0.9259, 0.926, 0.1, 0.2, 0.7819]
-    assert lb.mean_score(scores) == 58.68
-    assert lb.mean_score([0.9259, 0.926]) == 92.59
+    assert lb.percent_mean(scores) == 58.68
+    assert lb.percent_mean([0.9259, 0.926]) == 92.59
     assert lb.bucket_scores(scores, [10, 3999, 4000, 8000, 9999]) == {"0-4k": 92.6, "4-8k": 10.0, "8k+": 49.1}
     empty = lb.bucket_scores([1.0], [4500])
     assert empty["4-8k"] == 100.0 and math.isnan(empty["0-4k"]) and math.isnan(empty["8k+"])

@@ -244,10 +244,10 @@ def score_sample(dataset: str, prediction: str, answers: Sequence[str],
     return score
 
 
-def mean_score(scores: Sequence[float]) -> float:
+def percent_mean(scores: Sequence[float]) -> float:
     """round(100 * mean, 2), summing left to right as eval.py does (not math.fsum, not 3.12's compensated sum())."""
     if not scores:
-        raise ValueError("mean_score of no scores")
+        raise ValueError("percent_mean of no scores")
     total = 0.0
     for score in scores:
         total += score
@@ -266,7 +266,7 @@ def bucket_scores(scores: Sequence[float], lengths: Sequence[int]) -> dict[str, 
 def score_dataset(dataset: str, predictions: Sequence[str], answers: Sequence[Sequence[str]],
                   all_classes: Sequence[str] | None) -> float:
     """A dataset's score: round(100 * mean of score_sample, 2)."""
-    return mean_score([score_sample(dataset, p, a, all_classes) for p, a in zip(predictions, answers, strict=True)])
+    return percent_mean([score_sample(dataset, p, a, all_classes) for p, a in zip(predictions, answers, strict=True)])
 
 
 def score_dataset_e(dataset: str, predictions: Sequence[str], answers: Sequence[Sequence[str]],
