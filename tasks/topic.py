@@ -274,7 +274,8 @@ class TopicTask(Task):
     options_class = TopicOptions
     description = "Topic retrieval (LongChat/LongEval, the seed paper's counts 5-70): name the first topic."
     reads_data_dir = True
-    metrics = (Metric("accuracy", "Accuracy (topic in the answer)", pass_fail=True), Metric("f1", "Token F1"))
+    metrics = (Metric("accuracy", "first topic named (accuracy)", pass_fail=True),
+               Metric("f1", "token F1 against the first topic"))
     axes = (Axis("topics", "num_topics"),)
     neutral_settings = frozenset({"data_dir"})
 

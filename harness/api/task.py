@@ -65,11 +65,6 @@ class Metric:
     pass_fail: bool = False  # every value is 0 or 1 (McNemar and Wilson); otherwise continuous (bootstrap)
     higher_is_better: bool = True
 
-    @property
-    def kind(self) -> str:
-        """The statistics' name for it: binary or continuous (lceval.analysis.stats)."""
-        return "binary" if self.pass_fail else "continuous"
-
 
 @dataclass(frozen=True)
 class Axis:
