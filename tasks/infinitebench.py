@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any, Literal
 
 from lceval.api.errors import UserError
@@ -91,6 +92,16 @@ class InfiniteBenchTask(Task):
     metrics = (Metric("score", "Official metric of the task (0..1)"),)
     axes = (Axis("subtask", "task"),)
     neutral_settings = frozenset({"data_dir"})
+
+    @classmethod
+    def score_predictions(cls, pred_dir: Path, options: dict[str, Any]) -> tuple[dict[str, Any], Path]:
+        """compute_scores.py on the preds_<task>.jsonl files, with the scorer version asked for."""
+        from lceval.api.settings import ScoreFlags, flags
+
+        chosen = flags(ScoreFlags, **({"scorer": options["scorer"]} if "scorer" in options else {}))
+        if options.get("e"):
+            raise UserError("--e (LongBench-E) applies to longbench, not infinitebench.")
+        return infinitebench_metrics.score_pred_dir(pred_dir, scorer=chosen.scorer)
 
     def __init__(self, options: dict[str, Any] | None = None):
         super().__init__(options)

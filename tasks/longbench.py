@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import zipfile
 from dataclasses import field
+from pathlib import Path
 from typing import Any
 
 from lceval.api.errors import UserError
@@ -72,6 +73,13 @@ class LongBenchTask(Task):
     # length: each document's word count (a breakdown only where few distinct counts occur).
     axes = (Axis("length", "length"), Axis("category", "category"), Axis("dataset", "dataset"))
     neutral_settings = frozenset({"data_dir"})
+
+    @classmethod
+    def score_predictions(cls, pred_dir: Path, options: dict[str, Any]) -> tuple[dict[str, Any], Path]:
+        """eval.py on pred.py's files (`e`: LongBench-E's length buckets)."""
+        if "scorer" in options:
+            raise UserError("--scorer applies to infinitebench; LongBench has one scorer (its eval.py).")
+        return longbench_metrics.score_pred_dir(pred_dir, e=bool(options.get("e")))
 
     def __init__(self, options: dict[str, Any] | None = None):
         super().__init__(options)

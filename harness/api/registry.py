@@ -56,6 +56,11 @@ class Registry(Generic[T]):
         self._discover()
         return sorted({*self._items, *self._plugins, *(f"{prefix}<name>" for prefix in self._prefixes)})
 
+    def in_order(self) -> list[str]:
+        """Every name as registered: the built-ins in their modules' order, then the plugins (no prefix families)."""
+        self._discover()
+        return [*self._items, *(name for name in self._plugins if name not in self._items)]
+
     def get(self, name: str) -> T:
         self._discover()
         for prefix, maker in self._prefixes.items():

@@ -212,7 +212,6 @@ class CompareFlags:
 
 @settings_class
 class ScoreFlags:
-    benchmark: Literal["longbench", "infinitebench"]
     scorer: Literal["v-a", "v-b"] = "v-a"
 
 

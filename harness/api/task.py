@@ -218,6 +218,13 @@ class Task(ABC):
         """Pictures and tables written beside the results; returns the files written."""
         return []
 
+    @classmethod
+    def score_predictions(cls, pred_dir: Path, options: dict[str, Any]) -> tuple[dict[str, Any], Path]:
+        """`lceval score NAME`: re-score the benchmark's official prediction files in `pred_dir` as its own scorer
+        does, writing its result file; returns the result and the file. `options`: the flags given (`e`,
+        `scorer`), each refused in one sentence by a benchmark that has no such thing. Optional."""
+        raise NotImplementedError
+
 
 def group_label(record: dict[str, Any], axis: Axis) -> str | None:
     """The group of `axis` a sample record belongs to, or None (its meta has no such key, or no label for it)."""

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from lceval.api.errors import UserError
 from lceval.api.settings import HeatmapFlags, allowed
+from lceval.api.task import Task
 from lceval.cli.app import app, console, stdout
 
 
@@ -107,34 +108,37 @@ def _first_grid_task(run_dir: Path) -> str:
 
 @app.command()
 def score(
-    benchmark: Annotated[str, typer.Argument(help="longbench or infinitebench.")],
+    benchmark: Annotated[str, typer.Argument(help="A task that re-scores its benchmark's official prediction files "
+                                                  "(`lceval tasks` lists them: longbench, infinitebench).")],
     pred_dir: Annotated[Path, typer.Option(help="Folder of the benchmark's official prediction files (result.json "
                                                 "is written there).")],
-    e: Annotated[bool, typer.Option("--e", help="LongBench-E: scores by length bucket.")] = False,
-    scorer: Annotated[str | None, typer.Option(help="InfiniteBench scorer: v-a (June 2024, the default) or v-b "
-                                                    "(August 2024).")] = None,
+    e: Annotated[bool, typer.Option("--e", help="The benchmark's E variant: scores by length bucket "
+                                                "(LongBench-E).")] = False,
+    scorer: Annotated[str | None, typer.Option(help="The benchmark's scorer version, where it has several "
+                                                    "(InfiniteBench: v-a, June 2024, the default, or v-b, August "
+                                                    "2024).")] = None,
 ) -> None:
     """Re-score official prediction files offline, writing the result file the official scorer writes."""
     import json
 
-    from lceval.api import files
-    from lceval.api.settings import ScoreFlags, flags
+    from lceval.api import files, registry
 
-    chosen = flags(ScoreFlags, benchmark=benchmark, **({"scorer": scorer} if scorer is not None else {}))
-    if chosen.benchmark == "longbench" and scorer is not None:
-        raise UserError("--scorer applies to infinitebench; LongBench has one scorer (its eval.py).")
-    if chosen.benchmark == "infinitebench" and e:
-        raise UserError("--e (LongBench-E) applies to longbench, not infinitebench.")
+    rescorers = {}  # a task's own name -> its class, for every task that re-scores official files
+    for name in registry.tasks.in_order():
+        try:
+            registered = registry.tasks.get(name)
+        except UserError:  # a broken plugin
+            continue
+        task_class = getattr(registered, "task_class", registered)
+        if (isinstance(task_class, type) and issubclass(task_class, Task)
+                and task_class.score_predictions.__func__ is not Task.score_predictions.__func__):
+            rescorers.setdefault(task_class.name, task_class)
+    if benchmark not in rescorers:
+        raise UserError(f"BENCHMARK {benchmark!r} must be one of {', '.join(rescorers)}.")
+    given = {key: value for key, value in (("e", e), ("scorer", scorer)) if value}
     if pred_dir.is_dir():
         files.check_output_file(pred_dir / "result.json", "--pred-dir's")
-    if chosen.benchmark == "longbench":
-        from lceval.metrics.longbench import score_pred_dir as score_longbench
-
-        result, path = score_longbench(pred_dir, e=e)
-    else:
-        from lceval.metrics.infinitebench import score_pred_dir as score_infinitebench
-
-        result, path = score_infinitebench(pred_dir, scorer=chosen.scorer)
+    result, path = rescorers[benchmark].score_predictions(pred_dir, given)
     print(json.dumps(result, ensure_ascii=False, indent=4))
     console.print(f"wrote {path}")
 
