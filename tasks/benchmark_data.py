@@ -19,6 +19,13 @@ from lceval.api.errors import UserError
 
 
 @cache
+def data_yaml(name: str) -> Any:
+    """A YAML file of tasks/data (needle presets, the judge's rubric, topic prompts, haystacks), read safely."""
+    import yaml
+
+    return yaml.safe_load(resources.files("lceval.tasks").joinpath(f"data/{name}.yaml").read_text(encoding="utf-8"))
+
+
 def spec(name: str) -> dict[str, Any]:
     """A spec file of tasks/data (longbench_spec, longbench_meta, infinitebench_spec, infinitebench_meta)."""
     return json.loads(resources.files("lceval.tasks").joinpath(f"data/{name}.json").read_text(encoding="utf-8"))

@@ -10,12 +10,10 @@ import bisect
 import random
 from collections.abc import Iterator
 from functools import cache
-from importlib import resources
 from pathlib import Path
 
-import yaml
-
 from lceval.api.errors import UserError
+from lceval.tasks.benchmark_data import data_yaml
 
 GENERATED = "generated"
 NOISE = "noise"
@@ -25,8 +23,7 @@ NOISE_UNIT = "The grass is green. The sky is blue. The sun is yellow. Here we go
 
 @cache
 def _vocabulary() -> dict:
-    text = resources.files("lceval.tasks").joinpath("data/haystack.yaml").read_text(encoding="utf-8")
-    return yaml.safe_load(text)
+    return data_yaml("haystack")
 
 
 def generated_paragraphs(seed: int = 0) -> Iterator[str]:

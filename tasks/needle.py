@@ -25,12 +25,10 @@ import random
 import re
 from dataclasses import asdict
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
-import yaml
 from pydantic import Field
 
 from lceval.api.errors import UserError
@@ -40,6 +38,7 @@ from lceval.api.run_folder import is_control
 from lceval.api.settings import Count, Percent, parse_options, settings_class
 from lceval.api.task import Axis, Metric, PromptContext, Sample, Task
 from lceval.metrics.text import all_found, rouge_l_f1, substring_match
+from lceval.tasks.benchmark_data import data_yaml
 from lceval.tasks.haystack import GENERATED, haystack_text
 
 METRICS = ("key_facts", "rouge_l_f1", "exact_phrase")
@@ -51,15 +50,13 @@ _SENTENCE_END = re.compile(r"[.!?][\"'\u201d\u2019)\]]*(\s+|$)")
 
 @cache
 def presets() -> dict[str, dict[str, Any]]:
-    text = resources.files("lceval.tasks").joinpath("data/needle.yaml").read_text(encoding="utf-8")
-    return yaml.safe_load(text)
+    return data_yaml("needle")
 
 
 @cache
 def judge_rubric() -> dict[str, Any]:
     """gkamradt's judge prompt: system message, 1-10 criteria and LangChain's template (data/needle_judge.yaml)."""
-    text = resources.files("lceval.tasks").joinpath("data/needle_judge.yaml").read_text(encoding="utf-8")
-    return yaml.safe_load(text)
+    return data_yaml("needle_judge")
 
 
 @settings_class

@@ -19,12 +19,10 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
-import yaml
 from pydantic import Field
 
 from lceval.api import files
@@ -35,7 +33,7 @@ from lceval.api.settings import Count, NonNegativeInt, parse_options, settings_c
 from lceval.api.task import Axis, Metric, PromptContext, Sample, Task
 from lceval.metrics.longbench import qa_f1_score
 from lceval.metrics.text import substring_match
-from lceval.tasks.benchmark_data import locate, numbered_rows
+from lceval.tasks.benchmark_data import data_yaml, locate, numbered_rows
 
 GENERATED = "generated"
 LONGCHAT = "longchat"  # LongChat's committed test cases, {N}_topics.jsonl
@@ -54,8 +52,7 @@ FLAGEMBEDDING_DIRS = ("", "longeval")
 @cache
 def topic_data() -> dict[str, Any]:
     """Prompt strings, the generator's templates and the topic pool (tasks/data/topic.yaml)."""
-    text = resources.files("lceval.tasks").joinpath("data/topic.yaml").read_text(encoding="utf-8")
-    return yaml.safe_load(text)
+    return data_yaml("topic")
 
 
 @settings_class
