@@ -66,3 +66,24 @@ def test_kill_minus_nine_then_resume_equals_an_uninterrupted_run(tmp_path, cli_e
     again = subprocess.run([*lceval_cmd, *COMMON, "--out", str(out), "--run-id", "killed"], env=cli_env,
                            capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and len(lines(samples)) == TOTAL  # a finished run reruns nothing
+
+
+def test_the_default_run_id_names_the_settings_and_the_same_command_finds_the_same_folder(demo_model, tmp_path):
+    """Without --run-id, the same settings give the same folder (so the same command resumes); a setting that
+    changes a prompt gives another."""
+    from rich.console import Console
+
+    from lceval.running.config import RunConfig
+    from lceval.running.runner import plan
+
+    def folder(**changes):
+        settings = {"task_options": {"passkey": {"lengths": [200], "depths": [50]}}, **changes}
+        cfg = RunConfig(model=str(demo_model), tasks=["passkey"], backend="hf", out=str(tmp_path), **settings)
+        return plan(cfg, Console(quiet=True), write=False).run.path
+
+    first = folder()
+    assert first == folder()
+    assert first.name.startswith(f"{demo_model.name}-passkey-") and "tok-" in first.name
+    assert folder(max_length=1024).name != first.name and "1024tok" in folder(max_length=1024).name
+    assert folder(seed=1) != first
+    assert folder(task_options={"passkey": {"lengths": [300], "depths": [50]}}) != first
