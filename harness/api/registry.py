@@ -57,9 +57,16 @@ class Registry(Generic[T]):
         return sorted({*self._items, *self._plugins, *(f"{prefix}<name>" for prefix in self._prefixes)})
 
     def in_order(self) -> list[str]:
-        """Every name as registered: the built-ins in their modules' order, then the plugins (no prefix families)."""
+        """Every name, the built-ins in their modules' order (whichever was imported first), then the plugins (no
+        prefix families)."""
         self._discover()
-        return [*self._items, *(name for name in self._plugins if name not in self._items)]
+        rank = {module: i for i, module in enumerate(self._builtin_modules())}
+
+        def module_rank(name: str) -> int:
+            item = self._items[name]
+            return rank.get(getattr(getattr(item, "task_class", item), "__module__", ""), len(rank))
+
+        return [*sorted(self._items, key=module_rank), *(name for name in self._plugins if name not in self._items)]
 
     def get(self, name: str) -> T:
         self._discover()
