@@ -23,7 +23,7 @@ from lceval.api.schema import SCHEMA_VERSION, Manifest, Results, SampleRecord
 from lceval.api.task import PromptContext, Sample, Task
 from lceval.models import DEFAULT_MODEL, NamedModel, named_model
 from lceval.running import cost, environment
-from lceval.running.config import RunConfig
+from lceval.running.config import RunConfig, flag_name
 from lceval.running.model_checks import check_model
 from lceval.running.model_files import (
     AdapterInfo,
@@ -104,9 +104,8 @@ def default_run_id(cfg: RunConfig, model: ModelRef, adapter: AdapterInfo | None,
     parts = [name, *(t.name for t in tasks), f"{max_length}tok"]
     if cfg.rope_theta is not None:
         parts.append(f"rope{cfg.rope_theta:g}")
-    settings = {"model": model.spec, "revision": model.revision, "adapter": cfg.adapter, "max_length": max_length,
-                "rope_theta": cfg.rope_theta, "dtype": cfg.dtype, "chat_template": cfg.chat_template,
-                "seed": cfg.seed, "tasks": {t.name: {"version": t.version, "settings": t.settings()} for t in tasks}}
+    settings = {"model": model.spec, "revision": model.revision, "adapter": cfg.adapter,
+                **_run_settings(cfg, max_length, tasks)}
     parts.append(hash_text(json.dumps(settings, sort_keys=True, default=str))[:8])
     return "-".join(re.sub(r"[^A-Za-z0-9._+=-]", "_", part) for part in parts)
 
@@ -123,26 +122,32 @@ def check_backend_settings(cfg: RunConfig) -> None:
     for f in fields(RunConfig):
         owner = f.metadata.get("backend")
         if owner and owner != cfg.backend and getattr(cfg, f.name) not in (None, f.default):
-            flag = "--" + f.name.replace("_", "-")
-            raise UserError(f"{flag} applies to --backend {owner}, not {cfg.backend}; drop it or pass "
+            raise UserError(f"{flag_name(f.name)} applies to --backend {owner}, not {cfg.backend}; drop it or pass "
                             f"--backend {owner}.")
 
 
-def _fingerprint(cfg: RunConfig, model_hash: str, adapter_hash: str | None, max_length: int,
-                 tasks: list[Task]) -> dict[str, Any]:
-    """What must be equal for two sessions to write into the same run folder; the backend says its own part."""
-    backend_part = {"backend_options": cfg.backend_options} if cfg.backend_options else {}
+def _run_settings(cfg: RunConfig, max_length: int, tasks: list[Task]) -> dict[str, Any]:
+    """The settings of a run that change a prompt or a score, but for the model and adapter themselves: the
+    fingerprint's and the default run id's common part."""
     return {
-        "model_sha256": model_hash,
-        "adapter_sha256": adapter_hash,
         "max_length": max_length,
         "rope_theta": cfg.rope_theta,
         "dtype": cfg.dtype,
         "chat_template": cfg.chat_template,
         "seed": cfg.seed,
         "tasks": {t.name: {"version": t.version, "settings": t.settings()} for t in tasks},
+        **({"backend_options": cfg.backend_options} if cfg.backend_options else {}),
+    }
+
+
+def _fingerprint(cfg: RunConfig, model_hash: str, adapter_hash: str | None, max_length: int,
+                 tasks: list[Task]) -> dict[str, Any]:
+    """What must be equal for two sessions to write into the same run folder; the backend says its own part."""
+    return {
+        "model_sha256": model_hash,
+        "adapter_sha256": adapter_hash,
+        **_run_settings(cfg, max_length, tasks),
         "served_adapter": None if adapter_hash else backend_class(cfg).served_adapter(cfg),  # a LoRA by name
-        **backend_part,
     }
 
 
