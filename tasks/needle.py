@@ -35,6 +35,7 @@ from lceval.api.errors import UserError
 from lceval.api.prompting import encode
 from lceval.api.registry import tasks
 from lceval.api.run_folder import is_control
+from lceval.api.schema import Manifest, Results
 from lceval.api.settings import Count, Percent, parse_options, settings_class
 from lceval.api.task import Axis, Metric, PromptContext, Sample, Task
 from lceval.metrics.text import all_found, rouge_l_f1, substring_match
@@ -341,7 +342,7 @@ class NeedleTask(Task):
     def aggregate(self, records: list[dict[str, Any]]) -> dict[str, Any]:
         return aggregate_grid(records, self.scored)
 
-    def after_run(self, run_dir: Path, results: dict[str, Any], manifest: dict[str, Any]) -> list[Path]:
+    def after_run(self, run_dir: Path, results: Results, manifest: Manifest) -> list[Path]:
         from lceval.analysis.plots import write_grid_heatmaps
 
         return write_grid_heatmaps(run_dir, results, manifest, task=self.name,

@@ -29,6 +29,7 @@ from lceval.api import files
 from lceval.api.errors import UserError
 from lceval.api.prompting import encode
 from lceval.api.registry import tasks
+from lceval.api.schema import Manifest, Results
 from lceval.api.settings import Count, NonNegativeInt, parse_options, settings_class
 from lceval.api.task import Axis, Metric, PromptContext, Sample, Task
 from lceval.metrics.longbench import qa_f1_score
@@ -324,7 +325,7 @@ class TopicTask(Task):
     def aggregate(self, records: list[dict[str, Any]]) -> dict[str, Any]:
         return aggregate_counts(records, METRICS)
 
-    def after_run(self, run_dir: Path, results: dict[str, Any], manifest: dict[str, Any]) -> list[Path]:
+    def after_run(self, run_dir: Path, results: Results, manifest: Manifest) -> list[Path]:
         return write_topic_curve(run_dir, results, manifest, task=self.name)
 
 
@@ -372,13 +373,12 @@ def aggregate_counts(records: list[dict[str, Any]], metrics: tuple[str, ...] = M
 CURVE_COLUMNS = ("num_topics", "n", "mean_prompt_tokens", *METRICS)
 
 
-def write_topic_curve(run_dir: Path, results: dict[str, Any], manifest: dict[str, Any], *,
-                      task: str = "topic") -> list[Path]:
+def write_topic_curve(run_dir: Path, results: Results, manifest: Manifest, *, task: str = "topic") -> list[Path]:
     """A CSV and a PNG of the scores per topic count against mean prompt tokens; returns the files written."""
     from lceval.analysis.plots import heatmap_title, plot_curve
 
-    task_results = results["tasks"][task]
-    curve = task_results.get("curve") or []
+    task_results = results.tasks[task]
+    curve = task_results.curve or []
     if not curve:
         return []
     stem = f"{task.replace('/', '_')}_curve"
@@ -388,8 +388,8 @@ def write_topic_curve(run_dir: Path, results: dict[str, Any], manifest: dict[str
         writer.writeheader()
         writer.writerows(curve)
     xs = [p["mean_prompt_tokens"] for p in curve]
-    overall = task_results["metrics"]
-    summary = f"accuracy {overall['accuracy']:.3f}, token F1 {overall['f1']:.3f} over {task_results['n_samples']} cases"
+    overall = task_results.metrics
+    summary = f"accuracy {overall['accuracy']:.3f}, token F1 {overall['f1']:.3f} over {task_results.n_samples} cases"
     title = heatmap_title(manifest, task, f"First topic named: {summary}", None)
     png = plot_curve(run_dir / f"{stem}.png", {TopicTask.declaration().label(m): (xs, [p[m] for p in curve])
                                                    for m in METRICS},

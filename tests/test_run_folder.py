@@ -10,6 +10,7 @@ import pytest
 from lceval.analysis.plots import grid_from_cells, plot_heatmap, write_grid_heatmaps
 from lceval.api.errors import UserError
 from lceval.api.run_folder import RunFolder
+from lceval.api.schema import Manifest, Results
 from lceval.tasks.needle import aggregate_grid
 
 
@@ -49,8 +50,9 @@ def test_heatmap_grid_puts_depth_down_and_length_across(tmp_path):
     lengths, depths, grid = grid_from_cells(agg["cells"], "rouge_l_f1")
     assert lengths == [1000, 2000] and depths == [0, 50]
     assert grid[0, 0] == 1.0 and grid[1, 1] == 0.25 and np.isnan(grid[0, 1])
-    manifest = {"model": {"spec": "m"}, "adapter": {"spec": "a"}}
-    files = write_grid_heatmaps(tmp_path, {"tasks": {"needle": agg}}, manifest, task="needle", training_length=1500)
+    manifest = Manifest.from_dict({"model": {"spec": "m"}, "adapter": {"spec": "a"}})
+    results = Results.from_dict({"tasks": {"needle": agg}})
+    files = write_grid_heatmaps(tmp_path, results, manifest, task="needle", training_length=1500)
     names = sorted(f.name for f in files)
     assert names == ["needle_heatmap_exact_phrase.csv", "needle_heatmap_exact_phrase.png",
                      "needle_heatmap_key_facts.csv", "needle_heatmap_key_facts.png",
@@ -75,9 +77,27 @@ def test_heatmap_png_is_an_image_of_sensible_size(tmp_path):
 
 
 def test_results_json_round_trip(tmp_path):
+    """What a task's aggregate returns is written as it is (breakdowns and the task's own keys beside the schema's)
+    and read back typed, equal."""
+    entry = {"version": "2", "n_expected": 4, "n_samples": 4, "metrics": {"m": 1.0}, "by_length": {"1000": {"m": 1.0}},
+             "cells": [{"length": 1000, "depth": 0, "n": 1, "m": 1.0}], "average": 100.0}
     run = RunFolder(tmp_path)
-    run.write_results({"tasks": {"x": {"metrics": {"m": 1.0}}}})
-    assert json.loads(run.results_path.read_text())["tasks"]["x"]["metrics"]["m"] == 1.0
+    run.write_results(Results.from_dict({"schema_version": 1, "run_id": "r", "tasks": {"x": entry}}))
+    assert json.loads(run.results_path.read_text())["tasks"]["x"] == entry
+    read = run.results().tasks["x"]
+    assert read.metrics == {"m": 1.0} and read.breakdowns() == {"length": {"1000": {"m": 1.0}}}
+    assert read.cells == entry["cells"] and read.curve is None and read.extra == {"average": 100.0}
+    assert run.results().to_dict() == json.loads(run.results_path.read_text())
+
+
+def test_a_manifest_from_an_older_lceval_reads_with_empty_fields(tmp_path):
+    """A manifest without fields this schema added (declarations, backend) still reads: readers get empty values."""
+    run = RunFolder(tmp_path)
+    run.write_manifest({"run_id": "old", "status": "complete", "model": {"spec": "m"}, "tasks": {"needle": {}},
+                        "unknown_key": 1})
+    manifest = run.manifest()
+    assert manifest.run_id == "old" and manifest.declarations == {} and manifest.backend is None
+    assert manifest.software == {} and manifest.sessions == []
 
 
 def test_hub_id_resolves_through_a_local_hub_cache(tmp_path, demo_model, monkeypatch):

@@ -20,6 +20,7 @@ from typing import Any
 from lceval.analysis import stats
 from lceval.api.errors import UserError
 from lceval.api.run_folder import MANIFEST, RESULTS, SAMPLES, RunFolder, first_difference, is_control
+from lceval.api.schema import Manifest, Results, TaskResults
 from lceval.api.task import Declaration, declaration_of, group_label
 from lceval.running.environment import SCORE_LIBRARIES
 
@@ -34,14 +35,14 @@ class Run:
 
     path: Path
     label: str
-    manifest: dict[str, Any]
-    results: dict[str, Any] | None
+    manifest: Manifest
+    results: Results | None
     records: dict[tuple[str, str], dict[str, Any]]
 
     @property
     def tasks(self) -> list[str]:
         """Tasks in the manifest's order, then any others that samples.jsonl holds."""
-        names = list(self.manifest.get("tasks", {}))
+        names = list(self.manifest.tasks)
         return names + [t for t in dict.fromkeys(task for task, _ in self.records) if t not in names]
 
     def task_records(self, task: str) -> list[dict[str, Any]]:
@@ -51,15 +52,21 @@ class Run:
         """What the task declared about its metrics and axes (lceval.api.task.declaration_of)."""
         return declaration_of(self.manifest, task)
 
+    def task_results(self, task: str) -> TaskResults | None:
+        """The task's entry of results.json; None where the run wrote no results or none for the task."""
+        return self.results.tasks.get(task) if self.results else None
+
+    def task_manifest(self, task: str) -> dict[str, Any]:
+        """The task's entry of the manifest (`version`, `settings`, `n_samples`); empty where it has none."""
+        return self.manifest.tasks.get(task) or {}
+
     def describe(self) -> dict[str, Any]:
         """What a report says about the run: where it is and what model it ran."""
-        model = self.manifest.get("model") or {}
-        adapter = self.manifest.get("adapter") or {}
-        return {"label": self.label, "path": str(self.path), "run_id": self.manifest.get("run_id"),
-                "model": model.get("spec"), "adapter": adapter.get("spec"),
-                "backend": (self.manifest.get("backend") or {}).get("name"),
-                "status": self.manifest.get("status"), "created_at": self.manifest.get("created_at"),
-                "git_sha": (self.manifest.get("software") or {}).get("git_sha")}
+        m = self.manifest
+        return {"label": self.label, "path": str(self.path), "run_id": m.run_id or None,
+                "model": m.model.get("spec"), "adapter": (m.adapter or {}).get("spec"),
+                "backend": (m.backend or {}).get("name"), "status": m.status or None,
+                "created_at": m.created_at or None, "git_sha": m.software.get("git_sha")}
 
 
 def run_folder_of(path: Path) -> Path:
@@ -91,7 +98,7 @@ def load_run(path: Path, label: str | None = None) -> Run:
                             "concatenated: keep one line per sample.")
         records[key] = record
     results = folder.results() if folder.results_path.exists() else None
-    return Run(folder.path, label or manifest.get("run_id") or folder.path.name, manifest, results, records)
+    return Run(folder.path, label or manifest.run_id or folder.path.name, manifest, results, records)
 
 
 def load_runs(paths: Iterable[Path]) -> list[Run]:
@@ -206,12 +213,12 @@ def align(baseline: Run, candidate: Run, task: str) -> Alignment:
 def _settings(run: Run, task: str, neutral: frozenset[str]) -> dict[str, Any]:
     """The task's settings that may change a prompt or a score (the task declares the others neutral: where a file
     lives, how a picture is drawn; where the data differ, the prompt hashes differ, checked sample by sample)."""
-    settings = (run.manifest.get("tasks", {}).get(task) or {}).get("settings") or {}
+    settings = run.task_manifest(task).get("settings") or {}
     return {k: v for k, v in settings.items() if k not in neutral}
 
 
 def _scorers(run: Run) -> dict[str, str]:
-    packages = (run.manifest.get("software") or {}).get("packages") or {}
+    packages = run.manifest.software.get("packages") or {}
     return {name: packages[name] for name in SCORE_LIBRARIES if name in packages}
 
 
@@ -231,7 +238,7 @@ def mismatches(baseline: Run, candidate: Run, tasks: Iterable[str]) -> list[str]
         if not candidate.task_records(task):
             problems.append(f"the candidate has no {task} samples")
             continue
-        versions = [(r.manifest.get("tasks", {}).get(task) or {}).get("version") for r in (baseline, candidate)]
+        versions = [r.task_manifest(task).get("version") for r in (baseline, candidate)]
         if None not in versions and versions[0] != versions[1]:
             problems.append(f"{task} is task version {versions[0]} in the baseline, {versions[1]} in the candidate")
         neutral = baseline.declaration(task).neutral_settings | candidate.declaration(task).neutral_settings

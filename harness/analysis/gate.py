@@ -33,7 +33,7 @@ from lceval.analysis.compare import (
     value,
 )
 from lceval.api.errors import UserError
-from lceval.api.run_folder import MANIFEST, RESULTS, SAMPLES, RunFolder, write_json
+from lceval.api.run_folder import RESULTS, SAMPLES, RunFolder
 from lceval.api.settings import Allowed, FiniteFloat, NonEmptyText, NonNegativeFloat, parse, settings_class
 from lceval.api.task import Declaration
 
@@ -406,8 +406,8 @@ def verdict_markdown(verdict: Verdict) -> str:
 def promote(candidate_path: Path, baseline_dir: Path) -> Run:
     """Write a complete candidate run as the baseline: manifest, results and samples (pictures are redrawn)."""
     run = load_run(candidate_path)
-    if run.manifest.get("status") != "complete":
-        raise UserError(f"run {run.path} is {run.manifest.get('status', 'unfinished')}, not complete; finish it "
+    if run.manifest.status != "complete":
+        raise UserError(f"run {run.path} is {run.manifest.status or 'unfinished'}, not complete; finish it "
                         "(rerun `lceval run` with the same --run-id) before promoting it to a baseline.")
     if run.results is None:
         raise UserError(f"run {run.path} has no {RESULTS}; finish it before promoting it to a baseline.")
@@ -415,11 +415,10 @@ def promote(candidate_path: Path, baseline_dir: Path) -> Run:
         raise UserError(f"{baseline_dir} is the candidate itself; give another folder for the baseline.")
     target = RunFolder(baseline_dir)
     target.ensure_writable("--baseline")
-    manifest = dict(run.manifest)
-    manifest["baseline"] = {"promoted_from": str(run.path),
-                            "promoted_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    manifest = replace(run.manifest, baseline={"promoted_from": str(run.path),
+                                               "promoted_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
     shutil.copyfile(run.path / SAMPLES, target.path / f".{SAMPLES}.tmp")
     (target.path / f".{SAMPLES}.tmp").replace(target.samples_path)
-    write_json(target.results_path, run.results)
-    write_json(target.path / MANIFEST, manifest)
+    target.write_results(run.results)
+    target.write_manifest(manifest)
     return run

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from lceval.api.schema import Manifest, Results
 from lceval.api.task import declaration_of
 
 # gkamradt's colours, kept by the seed paper and NeedleBench: red (0) -> amber -> green (1).
@@ -84,29 +85,29 @@ def plot_heatmap(path: Path, lengths: list[int], depths: list[float], grid: np.n
     return path
 
 
-def heatmap_title(manifest: dict[str, Any], task: str, metric: str, mean: float | None) -> str:
+def heatmap_title(manifest: Manifest, task: str, metric: str, mean: float | None) -> str:
     """The run's model (and adapter), and the metric's label (as the task declares it) with its mean."""
-    model = manifest.get("model", {}).get("spec", "?")
-    adapter = (manifest.get("adapter") or {}).get("spec")
+    model = manifest.model.get("spec", "?")
+    adapter = (manifest.adapter or {}).get("spec")
     name = f"{model} + {adapter}" if adapter else model
     score = f"  mean {mean:.3f}" if mean is not None else ""
     return f"{task}: {name}\n{declaration_of(manifest, task).label(metric)}{score}"
 
 
-def write_grid_heatmaps(run_dir: Path, results: dict[str, Any], manifest: dict[str, Any], *, task: str,
+def write_grid_heatmaps(run_dir: Path, results: Results, manifest: Manifest, *, task: str,
                         training_length: int | None = None) -> list[Path]:
     """A PNG and a CSV per metric of a grid task's cells (results' `cells`: length x depth); returns the files
     written."""
-    task_results = results["tasks"][task]
+    task_results = results.tasks[task]
     written: list[Path] = []
-    if not task_results.get("cells"):  # no sample has finished (or the task has no grid): nothing to draw
+    if not task_results.cells:  # no sample has finished (or the task has no grid): nothing to draw
         return written
-    for metric in task_results["metrics"]:
-        lengths, depths, grid = grid_from_cells(task_results["cells"], metric)
+    for metric in task_results.metrics:
+        lengths, depths, grid = grid_from_cells(task_results.cells, metric)
         stem = f"{task.replace('/', '_')}_heatmap_{metric}"
         csv_path = run_dir / f"{stem}.csv"
         write_grid_csv(csv_path, lengths, depths, grid)
-        title = heatmap_title(manifest, task, metric, task_results["metrics"].get(metric))
+        title = heatmap_title(manifest, task, metric, task_results.metrics.get(metric))
         label = declaration_of(manifest, task).label(metric)
         written += [plot_heatmap(run_dir / f"{stem}.png", lengths, depths, grid, title=title, metric=label,
                                  training_length=training_length), csv_path]

@@ -23,6 +23,7 @@ import numpy as np
 from lceval.analysis.compare import Row, Run, compare_rows, comparison_warnings, task_declaration
 from lceval.api.errors import UserError
 from lceval.api.run_folder import is_control
+from lceval.api.schema import TaskResults
 
 # ------------------------------------------------------------------------------------------------ the table
 
@@ -149,9 +150,14 @@ def _png(draw) -> bytes:
     return buffer.getvalue()
 
 
+def _task(run: Run, task: str) -> TaskResults:
+    """The run's results of the task; empty (no metrics, cells or curve) where it wrote none."""
+    return run.task_results(task) or TaskResults.from_dict({})
+
+
 def grid_tasks(runs: list[Run]) -> list[str]:
     """Tasks with a length x depth grid (results' `cells`) in any run's results."""
-    names = [t for run in runs for t, res in ((run.results or {}).get("tasks") or {}).items() if res.get("cells")]
+    names = [t for run in runs if run.results for t, res in run.results.tasks.items() if res.cells]
     return list(dict.fromkeys(names))
 
 
@@ -159,7 +165,7 @@ def heatmap_panels(runs: list[Run], task: str, metric: str, diff: bool):
     """Shared axes and the panels of a grid task's metric: each run, then each later run minus the first."""
     from lceval.analysis.plots import grid_on_axes
 
-    cells = [((run.results or {}).get("tasks", {}).get(task) or {}).get("cells") or [] for run in runs]
+    cells = [_task(run, task).cells or [] for run in runs]
     lengths = sorted({c["length"] for group in cells for c in group})
     depths = sorted({c["depth"] for group in cells for c in group})
     grids = [grid_on_axes(group, metric, lengths, depths) for group in cells]
@@ -178,8 +184,7 @@ def heatmap_figures(runs: list[Run], diff: bool = True) -> list[Figure]:
 
     figures = []
     for task in grid_tasks(runs):
-        metrics = dict.fromkeys(m for run in runs
-                                for m in (((run.results or {}).get("tasks", {}).get(task) or {}).get("metrics") or {}))
+        metrics = dict.fromkeys(m for run in runs for m in _task(run, task).metrics)
         for metric in metrics:
             lengths, depths, panels = heatmap_panels(runs, task, metric, diff and len(runs) > 1)
             label = task_declaration(runs, task).label(metric)
@@ -195,12 +200,10 @@ def curve_figures(runs: list[Run]) -> list[Figure]:
     that the points hold against mean prompt length, one line per run."""
     from lceval.analysis.plots import plot_curve
 
-    tasks = dict.fromkeys(t for run in runs for t, res in ((run.results or {}).get("tasks") or {}).items()
-                          if res.get("curve"))
+    tasks = dict.fromkeys(t for run in runs if run.results for t, res in run.results.tasks.items() if res.curve)
     figures = []
     for task in tasks:
-        curves = {run.label: (((run.results or {}).get("tasks", {}).get(task) or {}).get("curve")) or []
-                  for run in runs}
+        curves = {run.label: _task(run, task).curve or [] for run in runs}
         held = {key for points in curves.values() for p in points for key in p}
         declared = task_declaration(runs, task)
         metric = next((m.name for m in declared.metrics if m.name in held), None)
@@ -277,8 +280,7 @@ def cost_table(runs: list[Run]) -> tuple[list[str], list[tuple[str, list[str] | 
     one."""
     from lceval.running.cost import seconds_text, sorted_buckets
 
-    costs = [((run.results or {}).get("cost") if isinstance((run.results or {}).get("cost"), dict) else None)
-             for run in runs]
+    costs = [run.results.cost if run.results else None for run in runs]
     if not any(costs):
         return None
     buckets = sorted_buckets(label for c in costs if c for label in c.get("by_length_bucket") or {})
@@ -424,7 +426,7 @@ def samples_html(runs: list[Run]) -> str:
             records = run.task_records(task)
             if not records:
                 continue
-            is_grid = bool(((run.results or {}).get("tasks", {}).get(task) or {}).get("cells"))
+            is_grid = bool(_task(run, task).cells)
             if is_grid:
                 parts.append(_grid_html(i, task, records))
                 shown = sorted(records, key=lambda r: (is_control(r), r["meta"].get("length", 0),
@@ -445,8 +447,8 @@ def control_lines(runs: list[Run]) -> list[tuple[str, str, bool]]:
 
     lines = []
     for run in runs:
-        for task, res in ((run.results or {}).get("tasks") or {}).items():
-            line = control_line(res) if isinstance(res, dict) else None
+        for task, res in (run.results.tasks if run.results else {}).items():
+            line = control_line(res)
             if line is not None:
                 lines.append((run.label, f"{task} {line[0]}", line[1]))
     return lines

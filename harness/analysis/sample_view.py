@@ -10,6 +10,7 @@ from typing import Any
 
 from lceval.api.errors import UserError
 from lceval.api.run_folder import is_control
+from lceval.api.schema import TaskResults
 
 MAX_OUTPUT_CHARS = 2000  # longer outputs are cut for display (the run folder keeps them whole)
 
@@ -82,12 +83,12 @@ def failed(record: dict[str, Any]) -> bool:
     return verdict(record) == "fail"
 
 
-def control_line(task_results: dict[str, Any]) -> tuple[str, bool] | None:
+def control_line(task_results: TaskResults) -> tuple[str, bool] | None:
     """One sentence on a task's no-needle controls (results' `control`), and whether it is a warning; None for a
     task that is neither a grid (`cells`) nor has controls."""
-    control = task_results.get("control")
+    control = task_results.control
     if not isinstance(control, dict):
-        return ("no-needle control: none in this run", False) if task_results.get("cells") else None
+        return ("no-needle control: none in this run", False) if task_results.cells else None
     found, lengths = control.get("found_without_needle", 0), control.get("by_length") or {}
     text = f"no-needle control: {found} of {len(lengths)} lengths answered without the needle"
     if not found:

@@ -20,6 +20,7 @@ from typing import Any
 
 from lceval.api import files
 from lceval.api.errors import UserError
+from lceval.api.schema import Manifest, Results
 
 MANIFEST = "manifest.json"
 SAMPLES = "samples.jsonl"
@@ -94,11 +95,11 @@ class RunFolder:
         if self.path.is_dir() and not any(self.path.iterdir()):
             self.path.rmdir()
 
-    def manifest(self) -> dict[str, Any]:
-        return read_json_file(self.manifest_path)
+    def manifest(self) -> Manifest:
+        return Manifest.from_dict(read_json_file(self.manifest_path))
 
-    def write_manifest(self, manifest: dict[str, Any]) -> None:
-        write_json(self.manifest_path, manifest)
+    def write_manifest(self, manifest: Manifest | dict[str, Any]) -> None:
+        write_json(self.manifest_path, manifest.to_dict() if isinstance(manifest, Manifest) else manifest)
 
     def repair_samples(self) -> int:
         """Cut a torn last line (a kill in mid-write) off samples.jsonl; returns the bytes removed."""
@@ -148,13 +149,15 @@ class RunFolder:
     def open_for_append(self):
         return self.samples_path.open("a", encoding="utf-8")
 
-    def results(self) -> dict[str, Any]:
+    def results(self) -> Results:
         results = read_json_file(self.results_path)
         tasks = results.get("tasks")
         if not isinstance(tasks, dict) or not all(isinstance(t, dict) for t in tasks.values()):
             raise UserError(f"{self.results_path} holds no `tasks` mapping of task results; restore it, or rerun "
                             "`lceval run` with the same --run-id to write it again.")
-        return results
+        if not isinstance(results.get("cost"), dict | None):
+            results = {**results, "cost": None}  # a hand-edited cost is no cost: readers say there is none
+        return Results.from_dict(results)
 
-    def write_results(self, results: dict[str, Any]) -> None:
-        write_json(self.results_path, results)
+    def write_results(self, results: Results) -> None:
+        write_json(self.results_path, results.to_dict())

@@ -1,7 +1,8 @@
 """The run folder's schema: every field of manifest.json, of a samples.jsonl record and of results.json, typed and
 documented in one place, and versioned (SCHEMA_VERSION).
 
-The runner writes these classes (`to_dict`); readers (compare, gate, report, `lceval show`) read the same keys.
+The runner writes these classes (`to_dict`); readers (compare, gate, report, `lceval show`, a task's `after_run`)
+read them back (`from_dict`, through lceval.api.run_folder.RunFolder), so that no reader walks raw JSON.
 `docs/run-folder.md` is generated from this module (`python -m lceval.api.schema > docs/run-folder.md`) and a test
 checks that it is current. A field added keeps the version; a field renamed, removed or given another meaning
 raises it.
@@ -9,6 +10,7 @@ raises it.
 
 from __future__ import annotations
 
+import re
 import sys
 import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields
@@ -22,6 +24,27 @@ def doc(text: str, default: Any = MISSING, default_factory: Any = MISSING) -> An
     if default_factory is not MISSING:
         return field(default_factory=default_factory, metadata={"doc": text})
     return field(default=default, metadata={"doc": text})
+
+
+def _empty(hint: Any) -> Any:
+    """What a field without a default holds where an older run folder lacks it: an empty value of its type."""
+    origin = typing.get_origin(hint) or hint
+    if origin is typing.Union or type(None) in typing.get_args(hint):
+        return None
+    return {dict: dict, list: list, str: str, int: int}.get(origin, lambda: None)()
+
+
+def _known_fields(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """The arguments of `cls` that `data` holds; a field it lacks keeps its default (or an empty value: a folder
+    written by an older lceval); a key the schema does not know is left out."""
+    hints = typing.get_type_hints(cls, vars(sys.modules[__name__]))
+    given = {}
+    for f in fields(cls):
+        if f.name in data:
+            given[f.name] = data[f.name]
+        elif f.default is MISSING and f.default_factory is MISSING:
+            given[f.name] = _empty(hints[f.name])
+    return given
 
 
 @dataclass
@@ -106,11 +129,15 @@ class Manifest:
             data.pop("files")
         return data
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Manifest:
+        return cls(**_known_fields(cls, data))
+
 
 @dataclass
 class TaskResults:
-    """One task's entry in results.json `tasks`, written by the task's `aggregate`: the keys lceval reads (a task
-    may add its own, as its benchmark's scorer reports them: `average`, `scorer`, `data_revision`, ...)."""
+    """One task's entry in results.json `tasks`, written from the task's `aggregate`: the keys lceval reads. The
+    keys of `by_axis` and `extra` stand in the entry itself, beside the others (`by_length`, `average`, ...)."""
 
     version: str = doc("The task's version.")
     n_expected: int = doc("Samples in a complete run of the task.")
@@ -125,6 +152,29 @@ class TaskResults:
                                              "per point); a task with it gets a curve in the report.", default=None)
     control: dict[str, Any] | None = doc("The control samples apart: `n`, `metric`, `metrics`, `by_length`, "
                                          "`found_without_needle`, `found_lengths`.", default=None)
+    extra: dict[str, Any] = doc("Keys of the task's own, written beside the above as its benchmark's scorer reports "
+                                "them (`average`, `scorer`, `real_lengths`, ...).", default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The entry as results.json holds it: breakdowns and the task's own keys beside the others."""
+        data = {"version": self.version, "n_expected": self.n_expected, "n_samples": self.n_samples,
+                "metrics": self.metrics, **self.by_axis}
+        data.update({key: value for key, value in (("cells", self.cells), ("curve", self.curve),
+                                                   ("control", self.control)) if value is not None})
+        return {**data, **self.extra}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TaskResults:
+        """From a task's `aggregate` (with `version` and `n_expected`) or a results.json entry."""
+        named = {f.name for f in fields(cls)} - {"by_axis", "extra"}
+        return cls(**_known_fields(cls, {key: value for key, value in data.items() if key in named}),
+                   by_axis={key: value for key, value in data.items() if key.startswith("by_")},
+                   extra={key: value for key, value in data.items()
+                          if key not in named and not key.startswith("by_")})
+
+    def breakdowns(self) -> dict[str, Any]:
+        """`by_<axis>` keys without the prefix: axis name to its groups' scores."""
+        return {key[3:]: value for key, value in self.by_axis.items()}
 
 
 @dataclass
@@ -133,13 +183,23 @@ class Results:
 
     schema_version: int = doc("This schema's version.")
     run_id: str = doc("The run's id.")
-    tasks: dict[str, dict[str, Any]] = doc("Per task, its results (TaskResults).")
+    tasks: dict[str, TaskResults] = doc("Per task, its results (TaskResults).")
     cost: dict[str, Any] | None = doc("Every session's cost summed (lceval.running.cost.run_cost): tokens, engine "
                                       "start, generation time, tokens/s per task and per prompt-length bucket.",
                                       default=None)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {"schema_version": self.schema_version, "run_id": self.run_id,
+                "tasks": {name: task.to_dict() for name, task in self.tasks.items()}, "cost": self.cost}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Results:
+        known = _known_fields(cls, data)
+        known["tasks"] = {name: TaskResults.from_dict(task) for name, task in known["tasks"].items()}
+        return cls(**known)
+
+    def task(self, name: str) -> TaskResults | None:
+        return self.tasks.get(name)
 
 
 FILES = (("manifest.json", Manifest), ("samples.jsonl (one JSON object per line)", SampleRecord),
@@ -147,7 +207,9 @@ FILES = (("manifest.json", Manifest), ("samples.jsonl (one JSON object per line)
 
 
 def _type_name(hint: Any) -> str:
-    return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+    if isinstance(hint, type):
+        return hint.__name__
+    return re.sub(r"\b(typing|__main__|lceval\.api\.schema)\.", "", str(hint))
 
 
 def markdown() -> str:

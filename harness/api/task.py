@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 
 from lceval.api.prompting import PromptFormat
 from lceval.api.run_folder import is_control
+from lceval.api.schema import Manifest, Results
 
 
 @dataclass
@@ -102,10 +103,10 @@ class Declaration:
                    tuple(Axis(**a) for a in data.get("axes") or []), frozenset(data.get("neutral_settings") or []))
 
 
-def declaration_of(manifest: dict[str, Any], task: str) -> Declaration:
+def declaration_of(manifest: Manifest, task: str) -> Declaration:
     """A run's declaration of `task`: as its manifest recorded it, else (a run from before lceval recorded them) the
     registered task's, else none (every number a continuous metric, no breakdown but the controls)."""
-    recorded = (manifest.get("declarations") or {}).get(task)
+    recorded = (manifest.declarations or {}).get(task)
     if isinstance(recorded, dict):
         return Declaration.from_dict(recorded)
     from lceval.api import registry
@@ -214,8 +215,9 @@ class Task(ABC):
                           generation.finish_reason)
             progress.advance(bar)
 
-    def after_run(self, run_dir: Path, results: dict[str, Any], manifest: dict[str, Any]) -> list[Path]:
-        """Pictures and tables written beside the results; returns the files written."""
+    def after_run(self, run_dir: Path, results: Results, manifest: Manifest) -> list[Path]:
+        """Pictures and tables written beside the results (the run folder's schema, lceval.api.schema); returns
+        the files written."""
         return []
 
     @classmethod

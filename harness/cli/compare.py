@@ -123,14 +123,14 @@ def heatmap_comparison(run_dirs: list[Path], task: str, diff: bool, out: Path | 
     if len(run_dirs) != 2:
         raise UserError(f"lceval heatmap takes one run folder, or two to compare; got {len(run_dirs)}.")
     runs = load_runs(run_dirs)
-    if task not in grid_tasks(runs) or any(task not in ((r.results or {}).get("tasks") or {}) for r in runs):
-        missing = next(r for r in runs if task not in ((r.results or {}).get("tasks") or {}))
+    if task not in grid_tasks(runs) or any(r.task_results(task) is None for r in runs):
+        missing = next((r for r in runs if r.task_results(task) is None), runs[0])
         raise UserError(f"run {missing.path} has no results for the grid task {task!r}; pass --task.")
     from lceval.api import files
 
     folder = files.ensure_dir(out, "--out") if out else runs[1].path
     written = []
-    for metric in runs[0].results["tasks"][task]["metrics"]:
+    for metric in runs[0].task_results(task).metrics:
         lengths, depths, panels = heatmap_panels(runs, task, metric, diff)
         stem = f"{task.replace('/', '_')}_heatmap_{'diff' if diff else 'pair'}_{metric}"
         label = task_declaration(runs, task).label(metric)

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from lceval.api.errors import UserError
+from lceval.api.schema import TaskResults
 from lceval.api.settings import HeatmapFlags, allowed
 from lceval.api.task import Task
 from lceval.cli.app import app, console, stdout
@@ -81,15 +82,15 @@ def heatmap(
     run_dir = run_dirs[0]
     folder = RunFolder(run_dir)
     results, manifest = folder.results(), folder.manifest()
-    tasks = results.get("tasks") if isinstance(results.get("tasks"), dict) else {}
-    if task not in tasks:
-        raise UserError(f"run {run_dir} has no results for task {task!r}; it has {', '.join(tasks) or 'none'}.")
-    if not isinstance(tasks[task], dict) or "cells" not in tasks[task]:
-        grids = [name for name, res in tasks.items() if isinstance(res, dict) and "cells" in res]
+    if task not in results.tasks:
+        raise UserError(f"run {run_dir} has no results for task {task!r}; it has "
+                        f"{', '.join(results.tasks) or 'none'}.")
+    if results.tasks[task].cells is None:
+        grids = [name for name, res in results.tasks.items() if res.cells is not None]
         raise UserError(f"task {task!r} of run {run_dir} has no length x depth grid to draw; the run's tasks with "
                         f"one: {', '.join(grids) or 'none'}.")
     if training_length is None:
-        training_length = manifest.get("tasks", {}).get(task, {}).get("settings", {}).get("training_length")
+        training_length = ((manifest.tasks.get(task) or {}).get("settings") or {}).get("training_length")
     for path in write_grid_heatmaps(run_dir, results, manifest, task=task, training_length=training_length):
         console.print(f"wrote {path}")
 
@@ -99,10 +100,10 @@ def _first_grid_task(run_dir: Path) -> str:
     from lceval.api.run_folder import RunFolder
 
     results = RunFolder(run_dir).results()
-    grids = [name for name, res in results["tasks"].items() if isinstance(res, dict) and "cells" in res]
+    grids = [name for name, res in results.tasks.items() if res.cells is not None]
     if not grids:
         raise UserError(f"run {run_dir} has no task with a length x depth grid to draw; it has "
-                        f"{', '.join(results['tasks']) or 'none'}.")
+                        f"{', '.join(results.tasks) or 'none'}.")
     return grids[0]
 
 
@@ -149,24 +150,26 @@ def print_results(run_dir: Path) -> None:
 
     results = RunFolder(run_dir).results()
     table = Table("task", "breakdown", "metric", "score", "n", title=f"results: {run_dir}")
-    for name, task in results["tasks"].items():
-        n = f"{task.get('n_samples', '?')}/{task.get('n_expected', '?')}"
-        for metric, value in task.get("metrics", {}).items():
+    for name, task in results.tasks.items():
+        n = f"{task.n_samples}/{task.n_expected}"
+        for metric, value in task.metrics.items():
             table.add_row(name, "all", metric, _number(value), n)
             name, n = "", ""
-        for key in [k for k, v in task.items() if k.startswith("by_") and isinstance(v, dict)]:
-            for label, value in task[key].items():
+        for axis, groups in task.breakdowns().items():
+            if not isinstance(groups, dict):
+                continue
+            for label, value in groups.items():
                 values = value if isinstance(value, dict) else {"score": value}
                 for metric, number in values.items():
-                    table.add_row(name, f"{key[3:].replace('_', ' ')} {label}", metric, _number(number), "")
+                    table.add_row(name, f"{axis.replace('_', ' ')} {label}", metric, _number(number), "")
                     name = ""
     stdout().print(table)
-    _print_controls(results["tasks"])
-    if isinstance(results.get("cost"), dict):
-        _print_cost(results["cost"])
+    _print_controls(results.tasks)
+    if results.cost:
+        _print_cost(results.cost)
 
 
-def _print_controls(tasks: dict) -> None:
+def _print_controls(tasks: dict[str, TaskResults]) -> None:
     """A line per task with no-needle controls (or a grid without them): whether the model answered without the
     needle."""
     from rich.text import Text

@@ -19,7 +19,7 @@ from lceval.api.backend import Backend, BackendSettings, GenerationRequest, gene
 from lceval.api.errors import UserError
 from lceval.api.prompting import hash_ids, hash_text, stop_token_ids
 from lceval.api.run_folder import RunFolder, first_difference
-from lceval.api.schema import SCHEMA_VERSION, Manifest, Results, SampleRecord
+from lceval.api.schema import SCHEMA_VERSION, Manifest, Results, SampleRecord, TaskResults
 from lceval.api.task import PromptContext, Sample, Task
 from lceval.models import DEFAULT_MODEL, NamedModel, named_model
 from lceval.running import cost, environment
@@ -236,13 +236,13 @@ def plan(cfg: RunConfig, console: Console, write: bool = True) -> Plan:
     ).to_dict()
     if run.exists():
         old = run.manifest()
-        diff = first_difference(old.get("fingerprint"), fingerprint)
+        diff = first_difference(old.fingerprint, fingerprint)
         if diff:
             key, before, after = diff
             raise UserError(f"run {run.path} was started with different settings: {key} (was {before!r}, now "
                             f"{after!r}); "
                             "use a new --run-id rather than mix results.")
-        manifest.update(created_at=old["created_at"], sessions=old.get("sessions", []), backend=old.get("backend"))
+        manifest.update(created_at=old.created_at, sessions=old.sessions, backend=old.backend)
     return Plan(cfg, model, adapter, max_length, tasks, samples, all_ids, run, manifest)
 
 
@@ -476,7 +476,7 @@ def _generate(backend: Backend, todo: list[tuple[Task, Sample]], run: RunFolder,
     return count
 
 
-def finish(p: Plan, console: Console) -> dict[str, Any]:
+def finish(p: Plan, console: Console) -> Results:
     """Aggregate what samples.jsonl holds for this run's samples, write results.json and the pictures."""
     records = p.run.records(samples=True)
     results = Results(schema_version=SCHEMA_VERSION, run_id=p.manifest["run_id"], tasks={})
@@ -487,16 +487,17 @@ def finish(p: Plan, console: Console) -> dict[str, Any]:
         mine = [r for r in records if r["task"] == task.name and r["id"] in wanted]
         complete &= len(mine) == len(wanted)
         held += len(mine)
-        results.tasks[task.name] = {"version": task.version, "n_expected": len(wanted), **task.aggregate(mine)}
+        results.tasks[task.name] = TaskResults.from_dict({"version": task.version, "n_expected": len(wanted),
+                                                          **task.aggregate(mine)})
     results.cost = cost.run_cost(p.manifest.get("sessions", []), held)  # every session's work, summed
-    written = results.to_dict()
-    p.run.write_results(written)
+    p.run.write_results(results)
     files = []
+    manifest = Manifest.from_dict(p.manifest)
     for task in p.tasks:
-        files += [str(f.name) for f in task.after_run(p.run.path, written, p.manifest)]
+        files += [str(f.name) for f in task.after_run(p.run.path, results, manifest)]
     p.manifest.update(status="complete" if complete else "partial", finished_at=now(), files=files)
     p.run.write_manifest(p.manifest)
-    return written
+    return results
 
 
 # ---------------------------------------------------------------------------------------------------- --dry-run
@@ -546,27 +547,27 @@ def dry_run(cfg: RunConfig, console: Console, calibrate_from: Path | None = None
     return DryRun(p, todo, cost.plan_table(items), estimate, engine if todo else None, sentence)
 
 
-def _read_cost(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+def _read_cost(path: Path) -> tuple[dict[str, Any], Manifest | None]:
     """The cost an earlier run recorded (results.json) and its manifest; one sentence where there is none."""
     folder = RunFolder(path)
     if not folder.path.is_dir():
         raise UserError(f"--calibrate-from {path} is not a folder; give the folder of an earlier `lceval run`.")
     if not folder.results_path.exists() and not folder.results_path.is_symlink():
         raise UserError(f"--calibrate-from {path} holds no results.json; give the folder of an earlier `lceval run`.")
-    recorded = folder.results().get("cost")
-    if not isinstance(recorded, dict) or not recorded.get("generation_s") or not recorded.get("prompt_tokens"):
+    recorded = folder.results().cost
+    if not recorded or not recorded.get("generation_s") or not recorded.get("prompt_tokens"):
         raise UserError(f"--calibrate-from {path}: its results.json holds no cost record with generation time (a "
                         "run from before lceval recorded costs, or one that generated nothing); give a newer run "
                         "folder, or leave the flag out.")
-    manifest = folder.manifest() if folder.manifest_path.exists() else {}
+    manifest = folder.manifest() if folder.manifest_path.exists() else None
     return recorded, manifest
 
 
-def _recorded_basis(path: Path, recorded: dict[str, Any], manifest: dict[str, Any],
+def _recorded_basis(path: Path, recorded: dict[str, Any], manifest: Manifest | None,
                     p: Plan) -> tuple[dict[str, Any], float | None, str]:
     """An earlier run's cost, its engine start per session, and a sentence naming where it comes from."""
-    model = (manifest.get("model") or {}).get("spec", "?")
-    backend = (manifest.get("backend") or {}).get("name", "?")
+    model = manifest.model.get("spec", "?") if manifest else "?"
+    backend = (manifest.backend or {}).get("name", "?") if manifest else "?"
     sessions = recorded.get("sessions") or 0
     start = recorded.get("engine_start_s")
     engine = start / sessions if isinstance(start, int | float) and sessions else None
