@@ -215,17 +215,40 @@ def test_startup_checks_are_one_sentence(server, demo_model, monkeypatch):
 
 
 def test_yaml_base_url_may_be_one_string_and_served_adapter_needs_an_adapter(tmp_path):
-    from lceval.backends.openai import served_adapter_name
+    from lceval.backends.openai import served_adapter_name, settings_extra
     from lceval.running.config import build_config
 
     config = tmp_path / "run.yaml"
-    config.write_text("backend: openai\nbase_url: http://a:8000,http://b:8000\nconcurrency: 2\n")
+    config.write_text("backend: openai\nbackend_options: {base_url: 'http://a:8000,http://b:8000', concurrency: 2}\n")
     cfg = build_config(config, {}, [])
-    assert cfg.base_url == ["http://a:8000,http://b:8000"] and cfg.concurrency == 2
-    assert parse_base_urls(cfg.base_url) == ["http://a:8000", "http://b:8000"]
+    assert settings_extra(cfg)["base_urls"] == ["http://a:8000", "http://b:8000"]
+    assert settings_extra(cfg)["concurrency"] == 2
     assert served_adapter_name(RunConfig(backend="openai", adapter="tiny")) == "tiny"
     with pytest.raises(UserError, match="pass it to --adapter instead"):
-        served_adapter_name(RunConfig(backend="openai", served_adapter="tiny"))
+        served_adapter_name(RunConfig(backend="openai", backend_options={"served_adapter": "tiny"}))
+
+
+def test_server_settings_are_the_backends_own_options(tmp_path):
+    """The server flags, -M and a config file's backend_options: reach the same options; the backend checks them,
+    and the addresses and client settings stay out of the fingerprint, so that a run resumes on other servers."""
+    from lceval.running.config import build_config
+    from lceval.running.runner import _run_settings
+
+    by_flag = build_config(None, {"backend": "openai"}, [], [], {"base_url": ["http://a:1"], "openai_api": "chat"})
+    by_pair = build_config(None, {"backend": "openai"}, [], ["base_url=http://a:1", "openai_api=chat"])
+    assert by_flag.backend_options == {"base_url": ["http://a:1"], "openai_api": "chat"}
+    assert by_pair.backend_options == {"base_url": "http://a:1", "openai_api": "chat"}
+    assert _run_settings(by_flag, 2048, [])["backend_options"] == {"openai_api": "chat"}
+    with pytest.raises(UserError, match="^-M concurrency 0 must be a whole number, 1 or more"):
+        build_config(None, {"backend": "openai"}, [], ["concurrency=0"])
+    with pytest.raises(UserError, match="^-M retries is not an option of backend openai; its options: api_key_env"):
+        build_config(None, {"backend": "openai"}, [], ["retries=2"])
+    with pytest.raises(UserError, match="^-M base_url applies to --backend openai, not hf"):
+        build_config(None, {"backend": "hf"}, [], ["base_url=http://a:1"])
+    config = tmp_path / "run.yaml"
+    config.write_text("backend: openai\nbase_url: http://a:1\n")
+    with pytest.raises(UserError, match="base_url is an option of --backend openai; put it under backend_options"):
+        build_config(config, {}, [])
 
 
 @pytest.mark.slow
@@ -261,7 +284,7 @@ def test_a_local_adapter_folder_is_hashed_and_served_under_its_name(server, adap
     from lceval.running.runner import execute
 
     cfg = RunConfig(model="lceval-demo", tasks=["needle"], out=str(tmp_path), run_id="folder", backend="openai",
-                    adapter=str(adapter), base_url=[server], api_key_env=KEY_ENV,
+                    adapter=str(adapter), backend_options={"base_url": [server], "api_key_env": KEY_ENV},
                     task_options={"needle": {"lengths": [256], "depths": [0]}})
     run_dir = execute(cfg, Console(stderr=True))
     manifest = json.loads((run_dir / "manifest.json").read_text())
@@ -323,7 +346,7 @@ def test_judge_asks_with_gkamradt_rubric_and_records_an_unparsable_reply_as_miss
     monkeypatch.setattr(ApiClient, "request", spy)
     options = {"lengths": [256], "depths": [0, 100], "judge_url": server, "judge_api_key_env": KEY_ENV}
     cfg = RunConfig(model="lceval-demo", tasks=["needle"], out=str(tmp_path), run_id="judge", backend="openai",
-                    base_url=[server], api_key_env=KEY_ENV, task_options={"needle": options})
+                    backend_options={"base_url": [server], "api_key_env": KEY_ENV}, task_options={"needle": options})
     run_dir = execute(cfg, Console(stderr=True), backend=backend)
     records = lines(run_dir / "samples.jsonl")
     assert len(asked) == len(records) == 3  # 2 cells and the no-needle control

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from lceval.api.backend import Backend, Generation
 from lceval.api.prompting import encode
+from lceval.api.settings import Count, settings_class
 from lceval.api.task import Axis, Metric, Sample, Task
 
 WORDS = ["alpha", "beta", "gamma", "delta"]
@@ -58,10 +59,18 @@ class EchoTask(Task):
                  "exact": float(output.strip().lower() == sample.target)}}
 
 
+@settings_class
+class EchoOptions:
+    reply: str = "echo"  # what it answers: changes the outputs
+    workers: Count = 1  # how it works: changes none
+
+
 class EchoBackend(Backend):
     """{ECHO_BACKEND_DOC}"""
 
     name = "echo-backend"
+    options_class = EchoOptions
+    neutral_options = frozenset({{"workers"}})
 
     @property
     def tokenizer(self):
@@ -69,7 +78,7 @@ class EchoBackend(Backend):
 
     def generate(self, requests):
         for index, request in enumerate(requests):
-            reply = self.settings.extra.get("reply", "echo")  # its own setting (-M reply=...), unread by lceval
+            reply = self.settings.extra.get("reply", "echo")  # its own option (-M reply=...), unread by lceval
             yield index, Generation([], f"{{reply}} {{len(request.prompt_ids)}}", "length")
 
     def identity(self):
@@ -343,19 +352,26 @@ def test_plugin_task_axis_is_a_breakdown_in_results_compare_report_and_gate(env,
 
 
 def test_a_plugin_backend_gets_its_own_settings_unread_and_they_are_part_of_the_fingerprint(env, tmp_path):
-    """`-M KEY=VALUE` reaches the backend as given (BackendSettings.extra); another value refuses to resume."""
+    """`-M KEY=VALUE` reaches the backend as given (BackendSettings.extra), checked by the options class it
+    declares; another value of an option that changes outputs refuses to resume, of a neutral one does not."""
     out = tmp_path / "runs"
     args = ["run", "--model", "lceval-demo", "--tasks", "echo", "--backend", "echo-backend", "-o", "echo.n=1",
             "--out", out, "--run-id", "m"]
-    proc = lceval(env, *args, "-M", "reply=hello")
+    proc = lceval(env, *args, "-M", "reply=hello", "-M", "workers=2")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     _, manifest, records = _run_dir_contents(out / "m")
     assert records[0]["output"].startswith("hello ")
-    assert manifest["config"]["backend_options"] == {"reply": "hello"}
+    assert manifest["config"]["backend_options"] == {"reply": "hello", "workers": 2}
     assert manifest["fingerprint"]["backend_options"] == {"reply": "hello"}
+    again = lceval(env, *args, "-M", "reply=hello", "-M", "workers=4")
+    assert again.returncode == 0, again.stdout + again.stderr
     other = lceval(env, *args, "-M", "reply=bye")
     assert other.returncode == 2
     assert "backend_options.reply" in other.stderr and "use a new --run-id" in other.stderr, other.stderr
+    bad = lceval(env, *args, "-M", "workers=0")
+    assert bad.returncode == 2 and "-M workers 0 must be a whole number, 1 or more." in bad.stderr, bad.stderr
+    typo = lceval(env, *args, "-M", "replay=hi")
+    assert typo.returncode == 2 and "-M replay is not an option of backend echo-backend" in typo.stderr
 
 
 def test_broken_plugin_does_not_break_builtin_run(env, tmp_path):

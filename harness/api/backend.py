@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 
 @dataclass(frozen=True)
@@ -69,16 +69,46 @@ class Backend(ABC):
     name: str = ""
     tokenizer: Any = None  # the model's own tokenizer, set by the subclass
     swaps_adapters: bool = False  # use_adapter works: one engine serves several checkpoints of one model
+    # The backend's own settings (`-M KEY=VALUE`, a config file's `backend_options:`): a class built with
+    # lceval.api.settings.settings_class, each field's type its range. The runner hands them over unread; the
+    # backend's class parses them (read_options) before any work, and a key it lacks is refused in one sentence.
+    # None: the backend takes no options of its own.
+    options_class: ClassVar[type | None] = None
+    # Options that change no output (a server's address, a timeout): left out of the run's fingerprint and default
+    # run id, so that a run resumes with other values.
+    neutral_options: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, settings: BackendSettings):
         self.settings = settings
+
+    @classmethod
+    def read_options(cls, given: dict[str, Any], label: Callable[[str], str] = lambda key: f"-M {key}") -> Any:
+        """The run's backend options as an instance of `options_class` (defaults for what was not given), or a
+        UserError naming the option (`label(key)`), its value and what is allowed."""
+        from lceval.api.errors import UserError
+        from lceval.api.settings import parse
+
+        if cls.options_class is None:
+            if given:
+                key = next(iter(given))
+                raise UserError(f"{label(key)}: backend {cls.name or 'auto'} takes no options of its own; drop it.")
+            return None
+        return parse(cls.options_class, given, label=label,
+                     unknown=lambda key, known: f"{label(key)} is not an option of backend {cls.name}; its options: "
+                                                f"{', '.join(known)}.")
+
+    @classmethod
+    def output_options(cls, given: dict[str, Any]) -> dict[str, Any]:
+        """The given options that may change an output (all but `neutral_options`): the backend's part of the
+        run's fingerprint and default run id."""
+        return {key: value for key, value in given.items() if key not in cls.neutral_options}
 
     # What a backend reads from the run's settings is its own business: the runner hands these the run's settings
     # (lceval.running.config.RunConfig) unread, and records what they return.
     @classmethod
     def settings_from(cls, cfg: Any) -> dict[str, Any]:
-        """The settings of the run this backend reads, as BackendSettings.extra (beside the run's --backend-option
-        pairs, which reach `extra` as given)."""
+        """The settings of the run this backend reads, as BackendSettings.extra (beside the run's backend options,
+        which reach `extra` as given)."""
         return {}
 
     @classmethod

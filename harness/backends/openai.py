@@ -19,7 +19,9 @@ import queue
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator
 
 from lceval.api.backend import (
     Backend,
@@ -33,6 +35,7 @@ from lceval.api.backend import (
 )
 from lceval.api.errors import UserError
 from lceval.api.registry import backends
+from lceval.api.settings import Count, NonNegativeInt, PositiveFloat, settings_class
 from lceval.http.client import (
     DEFAULT_API_KEY_ENV,
     DEFAULT_MAX_RETRIES,
@@ -60,8 +63,29 @@ TOKENIZER_PROBE = "The quick brown fox jumps over the lazy dog 12345 times; San 
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Settings: what the run config says, as BackendSettings.extra
+# Settings: the backend's own options (-M KEY=VALUE, or lceval run's server flags), as BackendSettings.extra
 # ---------------------------------------------------------------------------------------------------------------
+
+URLs = Annotated[list[str], BeforeValidator(lambda value: [value] if isinstance(value, str) else value)]
+
+
+@settings_class
+class OpenAIOptions:
+    """The server backend's options: `lceval run --base-url URL ...`, `-M base_url=URL`, or a config file's
+    `backend_options:`."""
+
+    base_url: URLs | None = None  # one or more servers (data parallel); a comma list too
+    served_model: str | None = None  # default: the one base model the server lists
+    served_adapter: str | None = None  # the LoRA module serving a local --adapter folder
+    api_key_env: str | None = None  # variable holding the API key (default OPENAI_API_KEY)
+    concurrency: Count = DEFAULT_CONCURRENCY  # requests in flight per server
+    request_timeout: PositiveFloat = DEFAULT_TIMEOUT_S  # seconds per request
+    max_retries: NonNegativeInt = DEFAULT_MAX_RETRIES  # per request, with backoff, on connection errors, 5xx
+    openai_api: Literal["completions", "chat"] = "completions"  # chat: for servers without /v1/completions
+
+
+def _options(cfg) -> OpenAIOptions:
+    return OpenAIBackend.read_options(cfg.backend_options)
 
 
 def served_only_adapter(cfg) -> bool:
@@ -73,13 +97,14 @@ def served_adapter_name(cfg) -> str | None:
     """The served LoRA module for --adapter: --served-adapter, else the name given, else the local folder's name."""
     if cfg.backend != "openai":
         return None
+    served = _options(cfg).served_adapter
     if not cfg.adapter:
-        if cfg.served_adapter:
-            raise UserError(f"--served-adapter {cfg.served_adapter} names the served module of a local --adapter "
+        if served:
+            raise UserError(f"--served-adapter {served} names the served module of a local --adapter "
                             "folder; to run a served LoRA module by name, pass it to --adapter instead.")
         return None
-    if cfg.served_adapter:
-        return cfg.served_adapter
+    if served:
+        return served
     return cfg.adapter if served_only_adapter(cfg) else Path(cfg.adapter).expanduser().resolve().name
 
 
@@ -87,10 +112,11 @@ def settings_extra(cfg) -> dict[str, Any]:
     """The run settings this backend reads from BackendSettings.extra (nothing for other backends)."""
     if cfg.backend != "openai":
         return {}
-    return {"base_urls": parse_base_urls(cfg.base_url), "served_model": cfg.served_model,
-            "served_adapter": served_adapter_name(cfg), "api_key_env": cfg.api_key_env,
-            "concurrency": cfg.concurrency, "request_timeout": cfg.request_timeout, "max_retries": cfg.max_retries,
-            "openai_api": cfg.openai_api, "chat_template": cfg.chat_template}
+    options = _options(cfg)
+    return {"base_urls": parse_base_urls(options.base_url), "served_model": options.served_model,
+            "served_adapter": served_adapter_name(cfg), "api_key_env": options.api_key_env,
+            "concurrency": options.concurrency, "request_timeout": options.request_timeout,
+            "max_retries": options.max_retries, "openai_api": options.openai_api, "chat_template": cfg.chat_template}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -111,6 +137,10 @@ class OpenAIBackend(Backend):
     """A model served over the OpenAI-compatible API (vllm serve): token-id prompts, several servers, LoRA by name."""
 
     name = "openai"
+    options_class = OpenAIOptions
+    # Where the servers are and how the client talks to them changes no output; which API it uses does.
+    neutral_options = frozenset({"base_url", "served_model", "served_adapter", "api_key_env", "concurrency",
+                                 "request_timeout", "max_retries"})
 
     @classmethod
     def settings_from(cls, cfg: Any) -> dict[str, Any]:

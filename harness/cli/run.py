@@ -11,14 +11,16 @@ from rich.table import Table
 
 from lceval.api.errors import UserError
 from lceval.api.settings import allowed
+from lceval.backends.openai import OpenAIOptions
 from lceval.cli.app import app, console, stdout
 from lceval.models import DEFAULT_MODEL
 from lceval.running.config import RunConfig
 
 
-def _h(text: str, name: str) -> str:
-    """A run flag's help, ending in its range as RunConfig checks it (the words a refused value's error uses)."""
-    return f"{text} Allowed: {allowed(RunConfig, name)}."
+def _h(text: str, name: str, settings: type = RunConfig) -> str:
+    """A run flag's help, ending in its range as its settings class checks it (the words a refused value's error
+    uses)."""
+    return f"{text} Allowed: {allowed(settings, name)}."
 
 
 @app.command()
@@ -63,8 +65,9 @@ def run(
         "--task-option", "-o", help="TASK.KEY=VALUE, e.g. needle.lengths=[1000,2000]; `lceval tasks --options "
                                     "TASK` lists a task's keys and what each allows.")] = None,
     backend_option: Annotated[list[str] | None, typer.Option(
-        "--backend-option", "-M", help="KEY=VALUE (value as YAML): a setting of the backend itself, handed to it "
-                                       "unread (a plugin backend's own settings).")] = None,
+        "--backend-option", "-M", help="KEY=VALUE (value as YAML): an option of the backend itself, handed to it "
+                                       "unread and checked by it (--backend openai: the server flags below, by "
+                                       "their names with _; a plugin backend's own).")] = None,
     base_url: Annotated[list[str] | None, typer.Option(
         help="--backend openai: server URL, e.g. http://localhost:8000 (repeat, or comma list, for several).")] = None,
     served_model: Annotated[str | None, typer.Option(help="--backend openai: model name on the server "
@@ -74,14 +77,15 @@ def run(
     api_key_env: Annotated[str | None, typer.Option(help="--backend openai: environment variable holding the "
                                                          "API key (default OPENAI_API_KEY).")] = None,
     concurrency: Annotated[int | None, typer.Option(help=_h("--backend openai: requests in flight per server "
-                                                            "(default 8).", "concurrency"))] = None,
-    request_timeout: Annotated[float | None, typer.Option(help=_h("--backend openai: seconds per request "
-                                                                  "(default 600).", "request_timeout"))] = None,
+                                                            "(default 8).", "concurrency", OpenAIOptions))] = None,
+    request_timeout: Annotated[float | None, typer.Option(help=_h("--backend openai: seconds per request (default "
+                                                                  "600).", "request_timeout", OpenAIOptions))] = None,
     max_retries: Annotated[int | None, typer.Option(help=_h("--backend openai: retries per request, with "
-                                                            "exponential backoff (default 5).", "max_retries"))] = None,
+                                                            "exponential backoff (default 5).", "max_retries",
+                                                            OpenAIOptions))] = None,
     openai_api: Annotated[str | None, typer.Option(help=_h("--backend openai: completions (token-exact, "
                                                            "default) or chat (servers without /v1/completions).",
-                                                           "openai_api"))] = None,
+                                                           "openai_api", OpenAIOptions))] = None,
     config: Annotated[Path | None, typer.Option(help="YAML file with the same settings; flags win.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Build every sample as the run would, print the plan "
                                                             "(samples, prompt tokens per length bucket, max new "
@@ -102,11 +106,12 @@ def run(
                  rope_theta=rope_theta, dtype=dtype, out=out, run_id=run_id, limit=limit, chat_template=chat_template,
                  trust_remote_code=trust_remote_code, batch_size=batch_size,
                  gpu_memory_utilization=gpu_memory_utilization, tensor_parallel_size=tensor_parallel_size, seed=seed,
-                 data_dir=data_dir, num_fewshot=num_fewshot,
-                 base_url=base_url or None, served_model=served_model, served_adapter=served_adapter,
-                 api_key_env=api_key_env, concurrency=concurrency, request_timeout=request_timeout,
-                 max_retries=max_retries, openai_api=openai_api)
-    cfg = build_config(config, flags, task_option or [], backend_option or [])
+                 data_dir=data_dir, num_fewshot=num_fewshot)
+    # The server flags are -M options of --backend openai under names of their own (checked by its options class).
+    server = dict(base_url=base_url or None, served_model=served_model, served_adapter=served_adapter,
+                  api_key_env=api_key_env, concurrency=concurrency, request_timeout=request_timeout,
+                  max_retries=max_retries, openai_api=openai_api)
+    cfg = build_config(config, flags, task_option or [], backend_option or [], server)
     if dry_run:
         from lceval.running.runner import checkpoint_configs
         from lceval.running.runner import dry_run as plan_only

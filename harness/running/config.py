@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, field, fields
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator
 
+from lceval.api import registry
+from lceval.api.backend import Backend
 from lceval.api.errors import UserError
 from lceval.api.files import read_yaml
 from lceval.api.settings import (
@@ -20,6 +23,7 @@ from lceval.api.settings import (
     PositiveFloat,
     Seed,
     Share,
+    field_names,
     parse,
     parse_assignment,
     parse_dotted_assignment,
@@ -34,14 +38,8 @@ def _some_task(names: list[str]) -> list[str]:
     return names
 
 
-URLs = Annotated[list[str], BeforeValidator(lambda value: [value] if isinstance(value, str) else value)]
 Tasks = Annotated[list[str], BeforeValidator(split_commas), AfterValidator(_some_task),
                   Allowed("a comma list of task names, e.g. needle,longbench")]
-
-
-def _of_backend(name: str, default: Any) -> Any:
-    """A setting of one backend only (refused on the others)."""
-    return field(default=default, metadata={"backend": name})
 
 
 @settings_class
@@ -67,18 +65,9 @@ class RunConfig:
     seed: Seed = 0
     data_dir: str | None = None  # benchmark files in their official layout, for every task that reads data files
     num_fewshot: NonNegativeInt | None = None  # for every task that takes few-shot examples (mmlu, lm-eval:<name>)
-    # The built-in server backend's settings (lceval.backends.openai reads them); metadata `backend` names the one
-    # backend a setting belongs to, and a run on another backend refuses it (lceval.running.runner).
-    base_url: URLs | None = _of_backend("openai", None)  # one or more servers (data parallel); a comma list too
-    served_model: str | None = _of_backend("openai", None)  # default: the one base model the server lists
-    served_adapter: str | None = _of_backend("openai", None)  # the LoRA module serving a local --adapter folder
-    api_key_env: str | None = _of_backend("openai", None)  # variable holding the API key (default OPENAI_API_KEY)
-    concurrency: Count = _of_backend("openai", 8)  # requests in flight per server
-    request_timeout: PositiveFloat = _of_backend("openai", 600.0)  # seconds per request
-    max_retries: NonNegativeInt = _of_backend("openai", 5)  # per request, with backoff, on connection errors, 5xx
-    openai_api: Literal["completions", "chat"] = _of_backend("openai", "completions")  # chat: no /v1/completions
-    # Any backend's own settings, `-M KEY=VALUE`: handed to the backend unread (BackendSettings.extra) and part of
-    # the run's fingerprint.
+    # The backend's own settings (`-M KEY=VALUE`, and the server flags of `lceval run`): the runner hands them over
+    # unread; the backend's class checks them (lceval.api.backend.Backend.options_class) and they reach it as
+    # BackendSettings.extra. Those that can change an output are part of the run's fingerprint.
     backend_options: dict[str, Any] = field(default_factory=dict)
     task_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -111,17 +100,55 @@ def parse_backend_option(text: str) -> tuple[str, Any]:
     return parse_assignment(text, "backend option", "KEY=VALUE", "-M max_batch=4")
 
 
+def backend_class(cfg: RunConfig) -> type[Backend]:
+    """The class of the run's backend, whose class methods read its own settings; for `auto`, the contract's
+    defaults (vLLM and hf take no options of their own)."""
+    return Backend if cfg.backend == "auto" else registry.backends.get(cfg.backend)
+
+
+def option_owner(key: str) -> str | None:
+    """The first registered backend that takes option `key`, or None."""
+    for name in registry.backends.in_order():
+        try:
+            options = registry.backends.get(name).options_class
+        except Exception:  # a plugin that fails to import says so when it is the run's backend, not here
+            continue
+        if options is not None and key in field_names(options):
+            return name
+    return None
+
+
+def check_backend_options(cfg: RunConfig, label: Callable[[str], str] = lambda key: f"-M {key}") -> None:
+    """Refuse, before any work, an option the run's backend does not take (naming the backend that does, where
+    one does: it would be ignored) or a value it refuses; `label` names an option as the user gave it."""
+    cls = backend_class(cfg)
+    known = field_names(cls.options_class) if cls.options_class is not None else []
+    for key, value in cfg.backend_options.items():
+        owner = option_owner(key) if key not in known else None
+        if owner is not None:
+            registry.backends.get(owner).read_options({key: value}, label)  # a bad value is said as such first
+            raise UserError(f"{label(key)} applies to --backend {owner}, not {cfg.backend}; drop it or pass "
+                            f"--backend {owner}.")
+    cls.read_options(cfg.backend_options, label)
+
+
 def build_config(config_file: Path | None, flags: dict[str, Any], task_options: list[str],
-                 backend_options: list[str] = ()) -> RunConfig:
+                 backend_options: list[str] = (), backend_flags: dict[str, Any] | None = None) -> RunConfig:
     """The YAML file's settings, overridden by every flag that was given (not None), typed and range-checked.
 
-    A refused value is one sentence naming its flag (--batch-size) or its key and file (batch_size in config
-    file run.yaml), the value, and what is allowed.
+    `backend_options`: `-M KEY=VALUE` pairs; `backend_flags`: backend options given as flags of their own
+    (`--base-url`), each None where not given. Both win over the file's `backend_options:`.
+    A refused value is one sentence naming its flag (--batch-size, -M key) or its key and file (batch_size in
+    config file run.yaml), the value, and what is allowed.
     """
     data = load_yaml(config_file) if config_file else {}
     known = {f.name for f in fields(RunConfig)}
     unknown = sorted(set(data) - known, key=str)
     if unknown:
+        owner = option_owner(str(unknown[0]))
+        if owner is not None:
+            raise UserError(f"config file {config_file}: {unknown[0]} is an option of --backend {owner}; put it "
+                            f"under backend_options: ({{{unknown[0]}: ...}}).")
         raise UserError(f"config file {config_file} has unknown setting {unknown[0]!r}; "
                         f"known: {', '.join(sorted(known))}.")
     given = {k: v for k, v in flags.items() if v is not None}
@@ -135,11 +162,21 @@ def build_config(config_file: Path | None, flags: dict[str, Any], task_options: 
         task, option, value = parse_task_option(text)
         options.setdefault(task, {})[option] = value
     data["task_options"] = options
-    if backend_options:
-        given_backend = data.get("backend_options")
-        if not isinstance(given_backend, dict | None):
-            raise UserError(f"backend_options in config file {config_file} must be a mapping of the backend's "
-                            "settings, e.g. {max_batch: 4}.")
-        data["backend_options"] = {**(given_backend or {}), **dict(map(parse_backend_option, backend_options))}
-    return parse(RunConfig, data, label=lambda key: flag_name(key) if key in given else key,
-                 where=lambda key: "" if key in given else f" in config file {config_file}")
+    given_backend = data.get("backend_options")
+    if not isinstance(given_backend, dict | None):
+        raise UserError(f"backend_options in config file {config_file} must be a mapping of the backend's "
+                        "settings, e.g. {max_batch: 4}.")
+    pairs = dict(map(parse_backend_option, backend_options))
+    as_flags = {key: value for key, value in (backend_flags or {}).items() if value is not None}
+    if given_backend or pairs or as_flags:
+        data["backend_options"] = {**(given_backend or {}), **pairs, **as_flags}
+    cfg = parse(RunConfig, data, label=lambda key: flag_name(key) if key in given else key,
+                where=lambda key: "" if key in given else f" in config file {config_file}")
+
+    def option_label(key: str) -> str:
+        if key in as_flags:
+            return flag_name(key)
+        return f"-M {key}" if key in pairs else f"backend_options.{key} in config file {config_file}"
+
+    check_backend_options(cfg, option_label)
+    return cfg

@@ -23,7 +23,7 @@ from lceval.api.schema import SCHEMA_VERSION, Manifest, Results, SampleRecord, T
 from lceval.api.task import PromptContext, Sample, Task
 from lceval.models import DEFAULT_MODEL, NamedModel, named_model
 from lceval.running import cost, environment
-from lceval.running.config import RunConfig, flag_name
+from lceval.running.config import RunConfig, backend_class, check_backend_options
 from lceval.running.model_checks import check_model
 from lceval.running.model_files import (
     AdapterInfo,
@@ -110,22 +110,6 @@ def default_run_id(cfg: RunConfig, model: ModelRef, adapter: AdapterInfo | None,
     return "-".join(re.sub(r"[^A-Za-z0-9._+=-]", "_", part) for part in parts)
 
 
-def backend_class(cfg: RunConfig) -> type[Backend]:
-    """The class of the run's backend, whose class methods read its own settings; for `auto`, the contract's
-    defaults (vLLM and hf read none of their own)."""
-    return Backend if cfg.backend == "auto" else registry.backends.get(cfg.backend)
-
-
-def check_backend_settings(cfg: RunConfig) -> None:
-    """Refuse a setting that belongs to another backend than the run's (RunConfig field metadata `backend`): it
-    would be silently ignored."""
-    for f in fields(RunConfig):
-        owner = f.metadata.get("backend")
-        if owner and owner != cfg.backend and getattr(cfg, f.name) not in (None, f.default):
-            raise UserError(f"{flag_name(f.name)} applies to --backend {owner}, not {cfg.backend}; drop it or pass "
-                            f"--backend {owner}.")
-
-
 def _run_settings(cfg: RunConfig, max_length: int, tasks: list[Task]) -> dict[str, Any]:
     """The settings of a run that change a prompt or a score, but for the model and adapter themselves: the
     fingerprint's and the default run id's common part."""
@@ -136,7 +120,7 @@ def _run_settings(cfg: RunConfig, max_length: int, tasks: list[Task]) -> dict[st
         "chat_template": cfg.chat_template,
         "seed": cfg.seed,
         "tasks": {t.name: {"version": t.version, "settings": t.settings()} for t in tasks},
-        **({"backend_options": cfg.backend_options} if cfg.backend_options else {}),
+        **({"backend_options": output} if (output := backend_class(cfg).output_options(cfg.backend_options)) else {}),
     }
 
 
@@ -162,7 +146,7 @@ def plan(cfg: RunConfig, console: Console, write: bool = True) -> Plan:
     cfg = replace(cfg, **run_defaults)  # the settings as run, and as the manifest records them
     tasks = _make_tasks(cfg, named)
     backend = backend_class(cfg)  # an unknown backend fails here, naming the known ones
-    check_backend_settings(cfg)
+    check_backend_options(cfg)
     model = resolve_model(spec, cfg.revision)
     # Its code (auto_map), architecture and weights, before any engine loads it.
     check_model(model.path, model.spec, cfg.backend, cfg.trust_remote_code)
