@@ -123,6 +123,9 @@ def retrieval(
                                                 "copy"))] = 0.0,
     distractors: Annotated[int, typer.Option(help=_h("Most other facts beside a needle.", RetrievalSpec,
                                                      "distractors"))] = 2,
+    edges: Annotated[float, typer.Option(help=_h("Share of needles and keys set at the very start or end of the "
+                                                  "filler (depths 0 and 100), half each.", RetrievalSpec,
+                                                  "edges"))] = 0.0,
     seed: Annotated[int, typer.Option(help=_h("Seed: the same seed and settings give the same file.",
                                               RetrievalSpec, "seed"))] = 0,
 ) -> None:
@@ -133,7 +136,7 @@ def retrieval(
     from lceval.training.retrieval import write
 
     spec = flags(RetrievalSpec, samples=samples, min_chars=min_chars, max_chars=max_chars, needle=needle,
-                 key=key, topic=topic, copy=copy, distractors=distractors, seed=seed)
+                 key=key, topic=topic, copy=copy, distractors=distractors, edges=edges, seed=seed)
     files.check_output_file(output, "--output")
     with sample_progress(console) as progress:
         count = write(spec, output, progress)

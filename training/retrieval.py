@@ -35,7 +35,7 @@ from typing import Any
 import yaml
 
 from lceval.api.errors import UserError
-from lceval.api.settings import Count, NonNegativeFloat, NonNegativeInt, Seed, settings_class
+from lceval.api.settings import Count, NonNegativeFloat, NonNegativeInt, Seed, Share, settings_class
 
 KINDS = ("needle", "key", "topic", "copy")
 # Raised whenever the generator's code draws other records for the same settings (its word lists are hashed apart):
@@ -56,6 +56,9 @@ class RetrievalSpec:
     topic: NonNegativeFloat = 0.25
     copy: NonNegativeFloat = 0.0  # a run of words said twice (loss on the second: a copy)
     distractors: NonNegativeInt = 2  # at most this many other facts of the needle's shape in a needle sample
+    # Share of needles and keys set at the very start or the very end of the filler (the needle tasks' depths 0 and
+    # 100), half each; the others stand at a uniform place, which in a long filler reaches an end once in a hundred.
+    edges: Share = 0.0
     seed: Seed = 0
 
 
@@ -211,20 +214,24 @@ class Writer:
             size += len(sentence) + 1
         return sentences
 
-    def bury(self, sentences: list[str], inserts: list[str]) -> str:
+    def bury(self, sentences: list[str], inserts: list[str], edges: float = 0.0) -> str:
         """The filler with each insert placed between two sentences at a random depth, set off by a space, a line
-        break or a blank line (the tasks' needles stand on lines of their own)."""
+        break or a blank line (the tasks' needles stand on lines of their own). With probability `edges` the first
+        insert (the one asked for) goes last, at the very start or the very end."""
         out = list(sentences)
-        for insert in inserts:
+        at_edge = bool(edges) and self.rng.random() < edges
+        for insert in inserts[1:] if at_edge else inserts:
             out.insert(self.rng.randint(0, len(out)), self.rng.choice(SEPARATORS).join(("", insert, "")))
+        if at_edge:
+            out.insert(self.rng.choice((0, len(out))), self.rng.choice(SEPARATORS).join(("", inserts[0], "")))
         return " ".join(out).replace(" \n", "\n").replace("\n ", "\n").strip(" ")
 
 
-def needle_sample(w: Writer, n_chars: int, distractors: int) -> dict[str, Any]:
+def needle_sample(w: Writer, n_chars: int, distractors: int, edges: float = 0.0) -> dict[str, Any]:
     subject, needle, copula = w.fact()
     others = [w.fact()[1] for _ in range(w.rng.randint(0, distractors))]
     others = [o for o in others if subject not in o]
-    body = w.bury(w.filler(n_chars), [needle, *others])
+    body = w.bury(w.filler(n_chars), [needle, *others], edges)
     question = w.fill(w.rng.choice(w.vocab["questions"]), subject=subject, copula=copula)
     description = w.rng.choice(w.vocab["descriptions"])
     messages = [{"role": "user", "content": f"{description}{body}{question}"},
@@ -235,7 +242,7 @@ def needle_sample(w: Writer, n_chars: int, distractors: int) -> dict[str, Any]:
     return {"conversations": messages, "task": "needle"}
 
 
-def key_sample(w: Writer, n_chars: int) -> dict[str, Any]:
+def key_sample(w: Writer, n_chars: int, edges: float = 0.0) -> dict[str, Any]:
     # Half the keys go by a listed name, half by a name of any words: a model that has seen a few names only
     # learns those names (it lost an unseen name such as the passkey task's as its training went on).
     names = w.rng.sample(w.vocab["key_names"], 2)
@@ -249,7 +256,7 @@ def key_sample(w: Writer, n_chars: int) -> dict[str, Any]:
     inserts = [line.format(key_name=names[0], key=keys[0]).strip()]
     if w.rng.random() < 0.3:  # a second key under another name: the question names the one to give
         inserts.append(line.format(key_name=names[1], key=keys[1]).strip())
-    body = w.bury(w.filler(n_chars), inserts)
+    body = w.bury(w.filler(n_chars), inserts, edges)
     description = w.rng.choice(w.vocab["descriptions"])
     question = w.rng.choice(w.vocab["key_questions"]).format(key_name=names[0])
     return {"prompt": f"{description}{body}{question}", "completion": f" {keys[0]}.", "task": "key"}
@@ -329,9 +336,9 @@ def generate(spec: RetrievalSpec) -> Iterator[dict[str, Any]]:
         kind = rng.choices(KINDS, weights)[0]
         n_chars = rng.randint(spec.min_chars, spec.max_chars)
         if kind == "needle":
-            record = needle_sample(writer, n_chars, spec.distractors)
+            record = needle_sample(writer, n_chars, spec.distractors, spec.edges)
         elif kind == "key":
-            record = key_sample(writer, n_chars)
+            record = key_sample(writer, n_chars, spec.edges)
         elif kind == "topic":
             record = topic_sample(writer, n_chars)
         else:
