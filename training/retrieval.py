@@ -35,7 +35,7 @@ from typing import Any
 import yaml
 
 from lceval.api.errors import UserError
-from lceval.api.settings import Count, NonNegativeFloat, NonNegativeInt, Seed, Share, settings_class
+from lceval.api.settings import Count, Fraction, NonNegativeFloat, NonNegativeInt, Seed, settings_class
 
 KINDS = ("needle", "key", "topic", "copy")
 # Raised whenever the generator's code draws other records for the same settings (its word lists are hashed apart):
@@ -58,7 +58,7 @@ class RetrievalSpec:
     distractors: NonNegativeInt = 2  # at most this many other facts of the needle's shape in a needle sample
     # Share of needles and keys set at the very start or the very end of the filler (the needle tasks' depths 0 and
     # 100), half each; the others stand at a uniform place, which in a long filler reaches an end once in a hundred.
-    edges: Share = 0.0
+    edges: Fraction = 0.0
     seed: Seed = 0
 
 

@@ -62,6 +62,7 @@ FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 Percent = Annotated[float, Field(ge=0, le=100)]
 Share = Annotated[float, Field(gt=0, le=1)]  # a fraction above 0, at most 1
 Probability = Annotated[float, Field(ge=0, lt=1)]
+Fraction = Annotated[float, Field(ge=0, le=1)]  # 0 to 1, both included
 NonEmptyText = Annotated[str, Field(min_length=1)]
 CommaList = Annotated[list[str], BeforeValidator(split_commas)]
 Name = Annotated[str, AfterValidator(check_name),
