@@ -140,3 +140,20 @@ def test_a_mix_digest_changes_with_what_its_records_are_made_from(tmp_path, monk
     # a generator that draws other records for the same settings is another mix (a cached tokenizer is not reused)
     monkeypatch.setattr(retrieval, "GENERATOR_VERSION", retrieval.GENERATOR_VERSION + 1)
     assert mix_digest(load_mix(mix), 0) != second
+
+
+def _needle_place(record: dict) -> float:
+    """Where the asked needle starts in its prompt, as a share of the prompt's length."""
+    body, answer = record["conversations"][-2]["content"], record["conversations"][-1]["content"]
+    return body.index(answer) / len(body)
+
+
+def test_edges_put_the_asked_needle_at_the_start_or_end_of_its_filler():
+    """--edges 1: every needle stands first or last in its filler (the needle tasks' depths 0 and 100), both ends
+    used; with the default (0) they stand anywhere."""
+    spec = RetrievalSpec(samples=40, min_chars=3000, max_chars=4000, needle=1, key=0, topic=0, seed=5)
+    at_edges = [_needle_place(r) for r in generate(replace(spec, edges=1.0))]
+    assert all(place < 0.08 or place > 0.9 for place in at_edges), at_edges
+    assert any(place < 0.08 for place in at_edges) and any(place > 0.9 for place in at_edges)
+    anywhere = [_needle_place(r) for r in generate(spec)]
+    assert sum(0.2 < place < 0.8 for place in anywhere) > len(anywhere) / 2
