@@ -198,9 +198,6 @@ class Results:
         known["tasks"] = {name: TaskResults.from_dict(task) for name, task in known["tasks"].items()}
         return cls(**known)
 
-    def task(self, name: str) -> TaskResults | None:
-        return self.tasks.get(name)
-
 
 FILES = (("manifest.json", Manifest), ("samples.jsonl (one JSON object per line)", SampleRecord),
          ("results.json", Results), ("results.json `tasks.<name>`", TaskResults))
