@@ -11,16 +11,14 @@ from rich.table import Table
 
 from lceval.api.errors import UserError
 from lceval.api.settings import allowed
-from lceval.backends.openai import OpenAIOptions
 from lceval.cli.app import app, console, stdout
 from lceval.models import DEFAULT_MODEL
 from lceval.running.config import RunConfig
 
 
-def _h(text: str, name: str, settings: type = RunConfig) -> str:
-    """A run flag's help, ending in its range as its settings class checks it (the words a refused value's error
-    uses)."""
-    return f"{text} Allowed: {allowed(settings, name)}."
+def _h(text: str, name: str) -> str:
+    """A run flag's help, ending in its range as RunConfig checks it (the words a refused value's error uses)."""
+    return f"{text} Allowed: {allowed(RunConfig, name)}."
 
 
 @app.command()
@@ -76,16 +74,14 @@ def run(
                                                             "--adapter folder (default: the folder's name).")] = None,
     api_key_env: Annotated[str | None, typer.Option(help="--backend openai: environment variable holding the "
                                                          "API key (default OPENAI_API_KEY).")] = None,
-    concurrency: Annotated[int | None, typer.Option(help=_h("--backend openai: requests in flight per server "
-                                                            "(default 8).", "concurrency", OpenAIOptions))] = None,
-    request_timeout: Annotated[float | None, typer.Option(help=_h("--backend openai: seconds per request (default "
-                                                                  "600).", "request_timeout", OpenAIOptions))] = None,
-    max_retries: Annotated[int | None, typer.Option(help=_h("--backend openai: retries per request, with "
-                                                            "exponential backoff (default 5).", "max_retries",
-                                                            OpenAIOptions))] = None,
-    openai_api: Annotated[str | None, typer.Option(help=_h("--backend openai: completions (token-exact, "
-                                                           "default) or chat (servers without /v1/completions).",
-                                                           "openai_api", OpenAIOptions))] = None,
+    concurrency: Annotated[int | None, typer.Option(help="--backend openai: requests in flight per server "
+                                                         "(default 8).")] = None,
+    request_timeout: Annotated[float | None, typer.Option(help="--backend openai: seconds per request "
+                                                               "(default 600).")] = None,
+    max_retries: Annotated[int | None, typer.Option(help="--backend openai: retries per request, with exponential "
+                                                         "backoff (default 5).")] = None,
+    openai_api: Annotated[str | None, typer.Option(help="--backend openai: completions (token-exact, default) or "
+                                                        "chat (servers without /v1/completions).")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML file with the same settings; flags win.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Build every sample as the run would, print the plan "
                                                             "(samples, prompt tokens per length bucket, max new "
