@@ -342,6 +342,8 @@ CASES: list[tuple[str, list[str], int, list[str]]] = [
      ["--calibrate-from", "no cost record"]),
     # --- run: needle options (-o needle.KEY=VALUE)
     ("needle-lengths-text", R(*Opt("needle.lengths=abc")), 2, ["needle.lengths 'abc'", "list of whole numbers"]),
+    ("needle-lengths-commas", R(*Opt("needle.lengths=1024,2048")), 2,
+     ["needle.lengths '1024,2048'", "list of whole numbers", "written [a,b,c]"]),
     ("needle-lengths-empty", R(*Opt("needle.lengths=[]")), 2, ["needle.lengths []", "non-empty list"]),
     ("needle-lengths-0", R(*Opt("needle.lengths=[0]")), 2, ["needle.lengths [0]", "each 1 or more"]),
     ("needle-lengths-negative", R(*Opt("needle.lengths=[-256]")), 2, ["needle.lengths [-256]", "1 or more"]),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -249,11 +250,29 @@ def test_a_by_source_mix_is_trained_source_after_source(demo_tokenizer, tmp_path
         kinds[by_source] = [demo_tokenizer.decode(e["input_ids"], skip_special_tokens=True).split()[0]
                             for e in examples]
     assert kinds[True] == ["first"] * 8 + ["then"] * 8 and kinds[False] != kinds[True]
-    recipe = load_recipe(ROOT / "recipes" / "tiny-qlora-cpu.yaml", ["data.order=by_source",
-                                                                    "training.group_by_length=false"])
-    assert training_arguments(recipe, tmp_path, 1, False).train_sampling_strategy == "sequential"
-    with pytest.raises(UserError, match="data.order by_source"):
-        load_recipe(ROOT / "recipes" / "tiny-qlora-cpu.yaml", ["data.order=by_source"])
+    for grouped in ("true", "false"):  # grouping by length is done on the examples (group_in_order), not the sampler
+        recipe = load_recipe(ROOT / "recipes" / "tiny-qlora-cpu.yaml", ["data.order=by_source",
+                                                                        f"training.group_by_length={grouped}"])
+        assert training_arguments(recipe, tmp_path, 1, False).train_sampling_strategy == "sequential"
+
+
+def test_grouping_by_length_keeps_a_curriculum_in_order():
+    """data.order by_source with training.group_by_length: batches of like length (less padding), made within runs
+    of consecutive batches, so that every example stays in its run and the sources' order holds; seeded."""
+    lengths = random.Random(0).choices(range(10, 400), k=1000)
+    examples = [{"id": i, "source": "copy" if i < 300 else "mix", "length": n} for i, n in enumerate(lengths)]
+    grouped = tdata.group_in_order(examples, batch_size=8, seed=1, group_batches=10)
+    assert sorted(e["id"] for e in grouped) == list(range(1000))
+    assert grouped == tdata.group_in_order(examples, batch_size=8, seed=1, group_batches=10)
+    assert [e["id"] for e in grouped] != [e["id"] for e in tdata.group_in_order(examples, 8, seed=2, group_batches=10)]
+    for position, example in enumerate(grouped):
+        assert position // 80 == example["id"] // 80  # never leaves its run of 10 batches
+    assert {e["source"] for e in grouped[:240]} == {"copy"} and {e["source"] for e in grouped[320:]} == {"mix"}
+
+    def padded(order):  # tokens a batch of 8 computes when padded to its longest sample
+        return sum(8 * max(e["length"] for e in order[i:i + 8]) for i in range(0, len(order), 8))
+
+    assert padded(examples) > 1.7 * sum(lengths) and padded(grouped) < 1.15 * sum(lengths)
 
 
 def test_train_on_input_learns_the_prompt_as_well_as_the_answer(demo_tokenizer, tmp_path):

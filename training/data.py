@@ -335,6 +335,26 @@ def build_examples(tokenizer, sources: list[Source], *, max_length: int, overlon
     return examples, report
 
 
+GROUP_BATCHES = 64  # in-order grouping: batches of like length are made within runs of this many batches
+
+
+def group_in_order(examples: list[dict[str, Any]], batch_size: int, seed: int,
+                   group_batches: int = GROUP_BATCHES) -> list[dict[str, Any]]:
+    """Batches of like length that keep the order's course (a curriculum stays one): each run of `group_batches`
+    batches' worth of consecutive examples is sorted by length, cut into batches, and those batches shuffled
+    (seeded); a run never takes examples from the next one, so a source's examples stay among its neighbours."""
+    rng = random.Random(f"{seed}:group")
+    out: list[dict[str, Any]] = []
+    run = batch_size * group_batches
+    for start in range(0, len(examples), run):
+        part = sorted(examples[start:start + run], key=lambda e: e["length"])
+        batches = [part[i:i + batch_size] for i in range(0, len(part), batch_size)]
+        whole = [b for b in batches if len(b) == batch_size]  # a short batch (the very last run's) stays last
+        rng.shuffle(whole)
+        out += [example for batch in whole + batches[len(whole):] for example in batch]
+    return out
+
+
 def pack(examples: list[dict[str, Any]], max_length: int) -> list[dict[str, Any]]:
     """Greedy packing in order into rows of at most max_length tokens; positions restart at each sample.
 

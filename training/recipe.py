@@ -118,6 +118,8 @@ class TrainingSection:
     num_epochs: PositiveFloat = 1.0
     max_steps: Annotated[int, Field(ge=-1)] = -1  # -1: num_epochs decides
     gradient_checkpointing: bool = True
+    # batches of like length (less padding); with data.order by_source, made within runs of 64 consecutive batches
+    # so that the curriculum's order holds (lceval.training.data.group_in_order)
     group_by_length: bool = False
     bf16: bool = False
     seed: Seed = 42
@@ -241,9 +243,6 @@ def validate(recipe: Recipe, where: str) -> None:
     if t.method == "full" and recipe.quantization.load_in_4bit:
         raise UserError("training.method full trains every weight, which 4-bit weights cannot be; set "
                         "quantization.load_in_4bit false or training.method lora.")
-    if d.order == "by_source" and t.group_by_length:
-        raise UserError("data.order by_source trains the sources in order, which training.group_by_length would "
-                        "undo; turn one of them off.")
     if t.eval_steps is not None and t.eval_samples < 1:
         raise UserError("training.eval_steps needs training.eval_samples (held-out samples) of at least 1.")
 

@@ -141,7 +141,7 @@ def load_tokenizer(recipe: Recipe, base: Path):
 def build_datasets(recipe: Recipe, tokenizer, console: Console | None = None):
     """Tokenised (and packed) train and held-out examples, and the report of what was kept."""
     from lceval.running.progress import sample_progress
-    from lceval.training.data import build_examples, load_mix, pack
+    from lceval.training.data import build_examples, group_in_order, load_mix, pack
 
     d = recipe.data
     sources = load_mix(recipe.resolve(d.mix))
@@ -158,6 +158,8 @@ def build_datasets(recipe: Recipe, tokenizer, console: Console | None = None):
     evaluation, train = examples[:held], examples[held:]
     if d.packing:
         train, evaluation = pack(train, d.max_length), pack(evaluation, d.max_length)
+    if d.order == "by_source" and recipe.training.group_by_length:  # the sampler is sequential: group here
+        train = group_in_order(train, recipe.training.per_device_batch_size, d.seed)
     return train, evaluation, report
 
 

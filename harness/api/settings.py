@@ -177,7 +177,10 @@ def sentence(cls: type, err: ValidationError, data: Mapping[str, Any], label: Ca
     value = data[key] if key in data else error.get("input")
     if error.get("type") == "missing":
         return f"{label(key)}{where(key)} is required; it must be {allowed(cls, key)}."
-    return f"{label(key)} {show(value)}{where(key)} must be {allowed(cls, key)}."
+    what = allowed(cls, key)
+    if isinstance(value, str) and what.startswith(("a list", "a non-empty list")):
+        what += " (written [a,b,c])"
+    return f"{label(key)} {show(value)}{where(key)} must be {what}."
 
 
 def parse(cls: type, data: Mapping[str, Any], *, label: Callable[[str], str] = str,
