@@ -119,7 +119,7 @@ class TrainingSection:
     max_steps: Annotated[int, Field(ge=-1)] = -1  # -1: num_epochs decides
     gradient_checkpointing: bool = True
     # batches of like length (less padding); with data.order by_source, made within runs of 64 consecutive batches
-    # so that the curriculum's order holds (lceval.training.data.group_in_order)
+    # so that the curriculum's order holds (lceval.training.data.group_in_order, per device batch: one process)
     group_by_length: bool = False
     bf16: bool = False
     seed: Seed = 42
