@@ -51,6 +51,24 @@ def _lm_eval(folder: Path, tasks: list[str], include: Path) -> dict:
                                    task_manager=TaskManager(include_path=str(include)))
 
 
+def _time_both(benchmark, cfg, folder: Path, tasks: list[str], include: Path) -> tuple[dict[str, float], dict]:
+    """lceval's run of `cfg` (the benchmark's round), then lm-eval's `tasks`, each timed end to end."""
+    from lceval.running.runner import execute
+
+    times = {}
+
+    def ours() -> None:
+        started = time.perf_counter()
+        execute(cfg, Console(file=io.StringIO()))
+        times["lceval"] = time.perf_counter() - started
+
+    benchmark.pedantic(ours, rounds=1)
+    started = time.perf_counter()
+    out = _lm_eval(folder, tasks, include)
+    times["lm-eval"] = time.perf_counter() - started
+    return times, out
+
+
 def _lm_eval_task(folder: Path, samples, tokenizer) -> int:
     """A generate_until task of the samples' prompt texts; returns the answer budget it asks for."""
     max_new = max(s.max_new_tokens for s in samples)
@@ -76,7 +94,7 @@ def test_lceval_against_lm_eval_on_transformers(benchmark, model, tmp_path):
     from transformers import AutoTokenizer
 
     from lceval.running.config import RunConfig
-    from lceval.running.runner import execute, plan
+    from lceval.running.runner import plan
 
     spec, folder = model
     quiet = Console(file=io.StringIO())
@@ -86,17 +104,7 @@ def test_lceval_against_lm_eval_on_transformers(benchmark, model, tmp_path):
     tokenizer = AutoTokenizer.from_pretrained(folder)
     (tmp_path / "tasks").mkdir()
     max_new = _lm_eval_task(tmp_path / "tasks", samples, tokenizer)
-    times = {}
-
-    def ours() -> None:
-        started = time.perf_counter()
-        execute(cfg, quiet)
-        times["lceval"] = time.perf_counter() - started
-
-    benchmark.pedantic(ours, rounds=1)
-    started = time.perf_counter()
-    out = _lm_eval(folder, ["lceval_prompts"], tmp_path / "tasks")
-    times["lm-eval"] = time.perf_counter() - started
+    times, out = _time_both(benchmark, cfg, folder, ["lceval_prompts"], tmp_path / "tasks")
     theirs = {json.loads(json.dumps(s["doc"]))["id"]: s["resps"][0][0] for s in out["samples"]["lceval_prompts"]}
     records = [json.loads(line) for line in (tmp_path / "runs" / "needle" / "samples.jsonl").read_text().splitlines()]
     same_prompt = [s.id for s in samples if tokenizer(tokenizer.decode(s.prompt_ids), add_special_tokens=False)
@@ -142,7 +150,7 @@ def test_lceval_against_lm_eval_longbench(benchmark, model, tmp_path):
     from transformers import AutoTokenizer
 
     from lceval.running.config import RunConfig
-    from lceval.running.runner import execute, plan
+    from lceval.running.runner import plan
 
     spec, folder = model
     quiet = Console(file=io.StringIO())
@@ -153,17 +161,7 @@ def test_lceval_against_lm_eval_longbench(benchmark, model, tmp_path):
     (tmp_path / "tasks").mkdir()
     names = _lm_eval_longbench_tasks(tmp_path / "tasks", datasets)
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    times = {}
-
-    def ours() -> None:
-        started = time.perf_counter()
-        execute(cfg, quiet)
-        times["lceval"] = time.perf_counter() - started
-
-    benchmark.pedantic(ours, rounds=1)
-    started = time.perf_counter()
-    out = _lm_eval(folder, names, tmp_path / "tasks")
-    times["lm-eval"] = time.perf_counter() - started
+    times, out = _time_both(benchmark, cfg, folder, names, tmp_path / "tasks")
     records = {json.loads(line)["id"]: json.loads(line)
                for line in (tmp_path / "runs" / "longbench" / "samples.jsonl").read_text().splitlines()}
     pairs = []  # (lceval's record, lm-eval's sample) of one row
