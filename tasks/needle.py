@@ -103,14 +103,14 @@ class NeedleOptions:
         if ("needle" in options or "answer" in options) and "facts" not in options:
             # The preset's facts belong to the preset's needle: a new needle needs its own.
             if not options.get("answer"):
-                raise UserError("a custom needle.needle needs needle.facts (the key words an answer must hold to "
-                                "count as found, e.g. [Dolores Park, hamburg]) or needle.answer.")
+                raise UserError(f"a custom {task}.needle needs {task}.facts (the key words an answer must hold to "
+                                f"count as found, e.g. [Dolores Park, hamburg]) or {task}.answer.")
             merged["facts"] = [options["answer"]]
         opts = parse_options(cls, merged, task)
         if not opts.needle or not opts.question:
-            raise UserError("needle.needle and needle.question must not be empty.")
+            raise UserError(f"{task}.needle and {task}.question must not be empty.")
         if not opts.facts or not all(isinstance(f, str) and f.strip() for f in opts.facts):
-            raise UserError(f"needle.facts {opts.facts!r} must be a list of non-empty strings, e.g. [Dolores Park].")
+            raise UserError(f"{task}.facts {opts.facts!r} must be a list of non-empty strings, e.g. [Dolores Park].")
         return opts
 
 

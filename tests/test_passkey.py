@@ -76,3 +76,11 @@ def test_passkey_run_writes_results_and_a_heatmap(tmp_path, demo_model):
     assert results["control"]["n"] == 2 and set(results["control"]["metrics"]) == {"passkey_match"}
     assert [c["n"] for c in results["cells"]] == [1, 1, 1, 1]
     assert (run_dir / "passkey_heatmap_passkey_match.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_custom_passkey_line_without_facts_is_refused_in_the_passkey_tasks_own_words():
+    """The passkey task shares the needle task's options; a bad option names passkey.KEY, not needle.KEY."""
+    from lceval.api.errors import UserError
+
+    with pytest.raises(UserError, match=r"custom passkey\.needle needs passkey\.facts .* or passkey\.answer"):
+        PasskeyTask({"needle": "\nThe code of the blue door is {key}.\n"})

@@ -101,6 +101,7 @@ def test_the_command_writes_the_records_and_refuses_bad_settings(tmp_path, capsy
     capsys.readouterr()
     for argv, words in ((["--samples", "0"], "--samples 0 must be a whole number, 1 or more"),
                         (["--copy", "-1"], "--copy -1.0 must be a number, 0 or more"),
+                        (["--fillers", "poems"], "--fillers 'poems' must be one of any, story, short, haystack"),
                         (["--min-chars", "500", "--max-chars", "100"], "min_chars 500 is above max_chars 100")):
         assert run_cli(["data", "retrieval", "--output", str(out), *argv]) == 2
         err = capsys.readouterr().err
@@ -157,3 +158,22 @@ def test_edges_put_the_asked_needle_at_the_start_or_end_of_its_filler():
     assert any(place < 0.08 for place in at_edges) and any(place > 0.9 for place in at_edges)
     anywhere = [_needle_place(r) for r in generate(spec)]
     assert sum(0.2 < place < 0.8 for place in anywhere) > len(anywhere) / 2
+
+
+def test_fillers_short_buries_every_needle_and_key_in_a_few_sentences_said_over_and_over():
+    """--fillers short: each needle's and key's filler repeats 3 to 6 of the short sentences (the passkey task's kind
+    of filler, in other words); --fillers story never does; the default draws each style in turn."""
+    from lceval.training.retrieval import vocabulary
+
+    shorts = vocabulary()["short_sentences"]
+
+    def repeated(record: dict) -> int:
+        text = record.get("prompt") or record["conversations"][-2]["content"]
+        return sum(text.count(sentence) >= 3 for sentence in shorts)
+
+    spec = RetrievalSpec(samples=30, min_chars=2000, max_chars=3000, needle=1, key=1, topic=0, seed=3)
+    assert all(3 <= repeated(r) <= 6 for r in generate(replace(spec, fillers="short")))
+    assert not any(repeated(r) for r in generate(replace(spec, fillers="story")))
+    mixed = [repeated(r) for r in generate(spec)]
+    assert 0 < sum(n > 0 for n in mixed) < len(mixed)
+

@@ -126,6 +126,9 @@ def retrieval(
     edges: Annotated[float, typer.Option(help=_h("Share of needles and keys set at the very start or end of the "
                                                   "filler (depths 0 and 100), half each.", RetrievalSpec,
                                                   "edges"))] = 0.0,
+    fillers: Annotated[str, typer.Option(help=_h("Fillers of needles and keys: any (each style a third), story, "
+                                                 "short (a few sentences said over and over) or haystack.",
+                                                 RetrievalSpec, "fillers"))] = "any",
     seed: Annotated[int, typer.Option(help=_h("Seed: the same seed and settings give the same file.",
                                               RetrievalSpec, "seed"))] = 0,
 ) -> None:
@@ -136,7 +139,8 @@ def retrieval(
     from lceval.training.retrieval import write
 
     spec = flags(RetrievalSpec, samples=samples, min_chars=min_chars, max_chars=max_chars, needle=needle,
-                 key=key, topic=topic, copy=copy, distractors=distractors, edges=edges, seed=seed)
+                 key=key, topic=topic, copy=copy, distractors=distractors, edges=edges, fillers=fillers,
+                 seed=seed)
     files.check_output_file(output, "--output")
     with sample_progress(console) as progress:
         count = write(spec, output, progress)

@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -59,6 +59,9 @@ class RetrievalSpec:
     # Share of needles and keys set at the very start or the very end of the filler (the needle tasks' depths 0 and
     # 100), half each; the others stand at a uniform place, which in a long filler reaches an end once in a hundred.
     edges: Fraction = 0.0
+    # The fillers of needles and keys: any of the three styles at random (each a third), or one of them only;
+    # "short" repeats 3 to 6 short sentences over and over (the passkey task's kind of filler, in other words).
+    fillers: Literal["any", "story", "short", "haystack"] = "any"
     seed: Seed = 0
 
 
@@ -112,9 +115,10 @@ def leaks(text: str) -> list[str]:
 class Writer:
     """Fills the shapes of retrieval.yaml with one seeded random stream."""
 
-    def __init__(self, rng: random.Random):
+    def __init__(self, rng: random.Random, fillers: str = "any"):
         self.rng = rng
         self.vocab = vocabulary()
+        self.fillers = fillers
 
     def name(self) -> str:
         syllables = self.vocab["syllables"]
@@ -189,8 +193,9 @@ class Writer:
 
     def filler(self, n_chars: int) -> list[str]:
         """Whole sentences, at least n_chars characters in all: stories, repeated short sentences, or lceval's
-        generated haystack English under a seed of this stream (never the task's default seed 0)."""
-        style = self.rng.choice(("story", "short", "haystack"))
+        generated haystack English under a seed of this stream (never the task's default seed 0); the style is
+        drawn at random unless the writer's `fillers` names one."""
+        style = self.rng.choice(FILLER_STYLES) if self.fillers == "any" else self.fillers
         sentences: list[str] = []
         size = 0
         if style == "haystack":
@@ -310,6 +315,7 @@ def copy_pool() -> tuple[str, ...]:
     return tuple(sorted({word for key in COPY_WORDS for word in vocabulary()[key]}))
 
 
+FILLER_STYLES = ("story", "short", "haystack")
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 SUFFIXES = ("ing", "s", "ed", "er", "y", "es", "ers", "ly", "ness", "ful", "ish", "land", "ton", "ville")
 SEPARATORS = ("", "\n", "\n\n")
@@ -330,7 +336,7 @@ def generate(spec: RetrievalSpec) -> Iterator[dict[str, Any]]:
     if sum(weights) <= 0:
         raise UserError("the shares of needle, key, topic and copy samples are all 0; give at least one a share.")
     rng = random.Random(f"retrieval/{spec.seed}")
-    writer = Writer(rng)
+    writer = Writer(rng, spec.fillers)
     made = 0
     while made < spec.samples:
         kind = rng.choices(KINDS, weights)[0]
