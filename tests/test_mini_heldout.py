@@ -1,9 +1,10 @@
-"""lceval-mini's extended model off its grid: a needle and a key in wordings of their own (never in the training data,
-never in the grid), on the generated haystack, 320 to 3,776 tokens x 5 depths. The grid's one needle could be found
-by a model keyed to its words; these show that the shipped model retrieves what it was not tuned on. Thresholds sit
-below what the shipped checkpoint measured (needle 20 of 25, key 25 of 25), so that a rerun on another CPU may flip
-a cell, and above what the base model gets with the same config (needle 5 and key 9 of 25: 5 of 5 at 320 tokens,
-inside its window, then 0 and 1 of 5 at each length beyond)."""
+"""lceval-mini's extended model off its grid: needles and keys in wordings of their own (never in the training data,
+never in the grid), 320 to 3,776 tokens x 5 depths, in two haystacks: lceval's generated English, and a filler of
+five sentences of this file said over and over (the passkey task's kind of filler, in other words). The grid's one
+needle and one key line could be found by a model keyed to their words; these show that the shipped model retrieves
+what it was not tuned on. Thresholds sit a few cells below what the shipped checkpoint measured, so that a rerun on
+another CPU may flip a cell, and above what the base model gets with the same configs (its window is 384 tokens: it
+finds them at 320 and almost nowhere beyond)."""
 
 from __future__ import annotations
 
@@ -16,43 +17,55 @@ import yaml
 pytestmark = pytest.mark.slow
 
 LENGTHS = [320, 1536, 2304, 3072, 3776]
-HELD_OUT = {
-    "needle": {
-        "needle": "\n\nThe only coin allowed in the orchard is reading in Zelin Garden and slicing a tomato on a misty "
-                  "afternoon.\n\n",
-        "question": "\n\nWhat is the only coin allowed in the orchard?\nAnswer:",
-        "answer": "reading in Zelin Garden and slicing a tomato on a misty afternoon",
-        "facts": ["Zelin Garden", "tomato"],
-        "max_new_tokens": 64,
-    },
-    "passkey": {
-        "description": "Somewhere in the notes below there is a number you will need. Keep it in mind.\n",
-        "needle": "\nThe code of the blue door is {key}. Keep it. {key} is the code of the blue door.\n",
-        "question": "\nWhat is the code of the blue door? The code of the blue door is",
-        "answer": "{key}",
-        "facts": ["{key}"],
-        "haystack": "generated",
-        "key_seed": 7,
-    },
+DOOR = {
+    "description": "Somewhere in the notes below there is a number you will need. Keep it in mind.\n",
+    "needle": "\nThe code of the blue door is {key}. Keep it. {key} is the code of the blue door.\n",
+    "question": "\nWhat is the code of the blue door? The code of the blue door is",
+    "answer": "{key}",
+    "facts": ["{key}"],
+    "key_seed": 7,
 }
+ORCHARD = {
+    "needle": "\n\nThe only coin allowed in the orchard is reading in Zelin Garden and slicing a tomato on a misty "
+              "afternoon.\n\n",
+    "question": "\n\nWhat is the only coin allowed in the orchard?\nAnswer:",
+    "answer": "reading in Zelin Garden and slicing a tomato on a misty afternoon",
+    "facts": ["Zelin Garden", "tomato"],
+    "max_new_tokens": 64,
+}
+BAKER = {
+    "needle": "\n\nThe favourite place of the old baker is the pier at Fenpen Square, where gulls steal chips.\n\n",
+    "question": "\n\nWhat is the favourite place of the old baker?\nAnswer:",
+    "answer": "the pier at Fenpen Square, where gulls steal chips",
+    "facts": ["Fenpen Square", "pier"],
+    "max_new_tokens": 64,
+}
+REPEATED = "The bell rings at noon. The cart is full. Birds fly south. Here we are again. The tea is hot. "
 
 
 @pytest.fixture(scope="module")
-def held_out_run(tmp_path_factory, lceval_cmd, cli_env) -> dict[str, list[dict]]:
+def held_out_runs(tmp_path_factory, lceval_cmd, cli_env) -> dict[str, dict[str, list[dict]]]:
+    """{haystack: {task: samples}}: the orchard needle and the door key on the generated haystack, the baker needle
+    and the door key on the repeated sentences, in one run each."""
     root = tmp_path_factory.mktemp("mini-heldout")
-    options = {task: {**held_out, "lengths": LENGTHS, "num_depths": 5, "control": False}
-               for task, held_out in HELD_OUT.items()}
-    config = root / "run.yaml"
-    config.write_text(yaml.safe_dump({"model": "mini-extended", "backend": "hf", "tasks": "needle,passkey", "seed": 0,
-                                      "task_options": options}))
-    proc = subprocess.run([*lceval_cmd, "run", "--config", str(config), "--out", str(root), "--run-id", "heldout"],
-                          env=cli_env, capture_output=True, text=True, timeout=1200)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    samples: dict[str, list[dict]] = {"needle": [], "passkey": []}
-    for line in (root / "heldout" / "samples.jsonl").read_text().splitlines():
-        sample = json.loads(line)
-        samples[sample["task"]].append(sample)
-    return samples
+    (root / "repeated").mkdir()
+    (root / "repeated" / "filler.txt").write_text(REPEATED)
+    runs = {}
+    for haystack, needle, folder in (("generated", ORCHARD, "generated"), ("repeated", BAKER, str(root / "repeated"))):
+        grid = {"lengths": LENGTHS, "num_depths": 5, "control": False, "haystack": folder}
+        config = root / f"{haystack}.yaml"
+        config.write_text(yaml.safe_dump({"model": "mini-extended", "backend": "hf", "tasks": "needle,passkey",
+                                          "seed": 0, "task_options": {"needle": {**needle, **grid},
+                                                                      "passkey": {**DOOR, **grid}}}))
+        proc = subprocess.run([*lceval_cmd, "run", "--config", str(config), "--out", str(root), "--run-id", haystack],
+                              env=cli_env, capture_output=True, text=True, timeout=1200)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        samples: dict[str, list[dict]] = {"needle": [], "passkey": []}
+        for line in (root / haystack / "samples.jsonl").read_text().splitlines():
+            sample = json.loads(line)
+            samples[sample["task"]].append(sample)
+        runs[haystack] = samples
+    return runs
 
 
 def _found(samples: list[dict], metric: str) -> dict[int, int]:
@@ -62,17 +75,19 @@ def _found(samples: list[dict], metric: str) -> dict[int, int]:
     return found
 
 
-def test_the_extended_model_finds_a_needle_worded_otherwise(held_out_run):
-    samples = held_out_run["needle"]
-    assert len(samples) == 25 and all("Zelin Garden" in s["target"]["needle"] for s in samples)
+@pytest.mark.parametrize("haystack,words", [("generated", "Zelin Garden"), ("repeated", "Fenpen Square")])
+def test_the_extended_model_finds_a_needle_worded_otherwise(held_out_runs, haystack, words):
+    samples = held_out_runs[haystack]["needle"]
+    assert len(samples) == 25 and all(words in s["target"]["needle"] for s in samples)
     found = _found(samples, "key_facts")
-    # measured: 5, 5, 5, 3, 2 of 5
-    assert sum(found[n] for n in (320, 1536, 2304)) >= 13 and sum(found.values()) >= 15, found
+    # measured (shipped model): generated 5, 5, 5, 4, 3 of 5; repeated 5, 5, 5, 4, 4 (the base: 5 at 320, then 0)
+    assert sum(found[n] for n in (320, 1536, 2304)) >= 13 and sum(found.values()) >= 18, found
 
 
-def test_the_extended_model_finds_a_key_worded_otherwise_to_the_end_of_its_window(held_out_run):
-    samples = held_out_run["passkey"]
+@pytest.mark.parametrize("haystack", ["generated", "repeated"])
+def test_the_extended_model_finds_a_key_worded_otherwise_to_the_end_of_its_window(held_out_runs, haystack):
+    samples = held_out_runs[haystack]["passkey"]
     assert len(samples) == 25 and all("blue door" in s["target"]["needle"] for s in samples)
     found = _found(samples, "passkey_match")
-    # measured: 5 of 5 at every length
+    # measured (shipped model): 5 of 5 at every length, in both haystacks (the base: 5 at 320, then 1 or 0 a length)
     assert sum(found.values()) >= 21 and found[3776] >= 3, found
