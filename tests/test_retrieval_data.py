@@ -162,7 +162,7 @@ def test_edges_put_the_asked_needle_at_the_start_or_end_of_its_filler():
 
 def test_fillers_short_buries_every_needle_and_key_in_a_few_sentences_said_over_and_over():
     """--fillers short: each needle's and key's filler repeats 3 to 6 of the short sentences (the passkey task's kind
-    of filler, in other words); --fillers story never does; the default draws each style in turn."""
+    of filler, in other words); --fillers story never does; the default draws the style at random, so some do."""
     from lceval.training.retrieval import vocabulary
 
     shorts = vocabulary()["short_sentences"]

@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 
@@ -41,6 +41,8 @@ KINDS = ("needle", "key", "topic", "copy")
 # Raised whenever the generator's code draws other records for the same settings (its word lists are hashed apart):
 # a cached model whose tokenizer was trained on generated records is keyed by it (training.data.mix_digest).
 GENERATOR_VERSION = 4
+Fillers = Literal["any", "story", "short", "haystack"]  # "any": each style at random
+FILLER_STYLES = get_args(Fillers)[1:]
 _SLOT = re.compile(r"\{(\w+)\}")
 
 
@@ -61,7 +63,7 @@ class RetrievalSpec:
     edges: Fraction = 0.0
     # The fillers of needles and keys: any of the three styles at random (each a third), or one of them only;
     # "short" repeats 3 to 6 short sentences over and over (the passkey task's kind of filler, in other words).
-    fillers: Literal["any", "story", "short", "haystack"] = "any"
+    fillers: Fillers = "any"
     seed: Seed = 0
 
 
@@ -315,7 +317,6 @@ def copy_pool() -> tuple[str, ...]:
     return tuple(sorted({word for key in COPY_WORDS for word in vocabulary()[key]}))
 
 
-FILLER_STYLES = ("story", "short", "haystack")
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 SUFFIXES = ("ing", "s", "ed", "er", "y", "es", "ers", "ly", "ness", "ful", "ish", "land", "ton", "ville")
 SEPARATORS = ("", "\n", "\n\n")
