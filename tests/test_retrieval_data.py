@@ -16,7 +16,7 @@ from lceval.tasks.haystack import NOISE_UNIT
 from lceval.tasks.needle import presets
 from lceval.tasks.topic import topic_data
 from lceval.training.data import load_mix, mix_texts, source_records
-from lceval.training.retrieval import RetrievalSpec, copy_pool, forbidden_strings, generate, leaks
+from lceval.training.retrieval import RetrievalSpec, copy_pool, forbidden_strings, generate, leaks, vocabulary
 
 ROOT = Path(__file__).resolve().parents[1]
 MINI_MIXES = sorted((ROOT / "recipes" / "mini" / "data").glob("*.yaml"))
@@ -101,7 +101,8 @@ def test_the_command_writes_the_records_and_refuses_bad_settings(tmp_path, capsy
     capsys.readouterr()
     for argv, words in ((["--samples", "0"], "--samples 0 must be a whole number, 1 or more"),
                         (["--copy", "-1"], "--copy -1.0 must be a number, 0 or more"),
-                        (["--fillers", "poems"], "--fillers 'poems' must be one of any, story, short, haystack"),
+                        (["--fillers", "poems"],
+                         "--fillers 'poems' must be one of any, story, short, haystack, lookalike"),
                         (["--min-chars", "500", "--max-chars", "100"], "min_chars 500 is above max_chars 100")):
         assert run_cli(["data", "retrieval", "--output", str(out), *argv]) == 2
         err = capsys.readouterr().err
@@ -163,7 +164,6 @@ def test_edges_put_the_asked_needle_at_the_start_or_end_of_its_filler():
 def test_fillers_short_buries_every_needle_and_key_in_a_few_sentences_said_over_and_over():
     """--fillers short: each needle's and key's filler repeats 3 to 6 of the short sentences (the passkey task's kind
     of filler, in other words); --fillers story never does; the default draws the style at random, so some do."""
-    from lceval.training.retrieval import vocabulary
 
     shorts = vocabulary()["short_sentences"]
 
@@ -177,3 +177,34 @@ def test_fillers_short_buries_every_needle_and_key_in_a_few_sentences_said_over_
     mixed = [repeated(r) for r in generate(spec)]
     assert 0 < sum(n > 0 for n in mixed) < len(mixed)
 
+
+
+def test_fillers_lookalike_repeats_sentences_about_names_a_few_letters_from_the_asked_one():
+    """--fillers lookalike: around each needle and key, up to 4 sentences "The NAME is WORD." said over and over, each
+    NAME the asked name with one or two of its words changed in one or two letters, never the name itself."""
+    spec = RetrievalSpec(samples=30, min_chars=1500, max_chars=2500, needle=1, key=1, topic=0, seed=8,
+                         fillers="lookalike")
+
+    def near(lookalike: list[str], name: list[str]) -> bool:
+        if len(lookalike) != len(name):
+            return False
+        changed = [(a, b) for a, b in zip(lookalike, name, strict=True) if a != b]
+        return 1 <= len(changed) <= 2 and all(
+            len(a) == len(b) and sum(x != y for x, y in zip(a, b, strict=True)) <= 2 for a, b in changed)
+
+    shorts = " ".join(vocabulary()["short_sentences"])
+    kinds = set()
+    for record in generate(spec):
+        text = record.get("prompt") or record["conversations"][-2]["content"]
+        sentences = re.findall(r"The ([^.\n]+?) is [a-z]+\.", text)
+        lookalikes = {s for s in sentences if sentences.count(s) >= 3 and f"The {s} is" not in shorts}
+        assert 1 <= len(lookalikes) <= 4, lookalikes
+        if "prompt" in record:
+            key = record["completion"].strip(" .")
+            name = re.search(rf"[Tt]he ([^.\n]+?) is {key}\.", text).group(1).split(" ")
+        else:
+            name = record["conversations"][-1]["content"].split(" ")[1:]
+        for lookalike in lookalikes:
+            assert near(lookalike.split(" "), name[:lookalike.count(" ") + 1]), (lookalike, name)
+        kinds.add(record["task"])
+    assert kinds == {"needle", "key"}

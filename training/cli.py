@@ -126,8 +126,10 @@ def retrieval(
     edges: Annotated[float, typer.Option(help=_h("Share of needles and keys set at the very start or end of the "
                                                   "filler (depths 0 and 100), half each.", RetrievalSpec,
                                                   "edges"))] = 0.0,
-    fillers: Annotated[str, typer.Option(help=_h("Fillers of needles and keys: any (each style a third), story, "
-                                                 "short (a few sentences said over and over) or haystack.",
+    fillers: Annotated[str, typer.Option(help=_h("Fillers of needles and keys: any (story, short or haystack at "
+                                                 "random), story, short (a few sentences said over and over), "
+                                                 "haystack, or lookalike (sentences about names a few letters "
+                                                 "from the asked one, said over and over).",
                                                  RetrievalSpec, "fillers"))] = "any",
     seed: Annotated[int, typer.Option(help=_h("Seed: the same seed and settings give the same file.",
                                               RetrievalSpec, "seed"))] = 0,

@@ -41,8 +41,8 @@ KINDS = ("needle", "key", "topic", "copy")
 # Raised whenever the generator's code draws other records for the same settings (its word lists are hashed apart):
 # a cached model whose tokenizer was trained on generated records is keyed by it (training.data.mix_digest).
 GENERATOR_VERSION = 4
-Fillers = Literal["any", "story", "short", "haystack"]  # "any": each style at random
-FILLER_STYLES = get_args(Fillers)[1:]
+Fillers = Literal["any", "story", "short", "haystack", "lookalike"]
+FILLER_STYLES = get_args(Fillers)[1:4]  # what "any" draws from, at random (a look-alike filler is asked for by name)
 _SLOT = re.compile(r"\{(\w+)\}")
 
 
@@ -62,7 +62,9 @@ class RetrievalSpec:
     # 100), half each; the others stand at a uniform place, which in a long filler reaches an end once in a hundred.
     edges: Fraction = 0.0
     # The fillers of needles and keys: any of the three styles at random (each a third), or one of them only;
-    # "short" repeats 3 to 6 short sentences over and over (the passkey task's kind of filler, in other words).
+    # "short" repeats 3 to 6 short sentences over and over (the passkey task's kind of filler, in other words);
+    # "lookalike" repeats sentences about names that differ from the asked one in a few letters ("The bass key is
+    # red." around "the pass key"), so that only the whole name, not its pieces, tells the answer from the filler.
     fillers: Fillers = "any"
     seed: Seed = 0
 
@@ -193,10 +195,32 @@ class Writer:
         copula = self.rng.choice(self.vocab["copulas"])
         return subject, f"The {subject} {copula} {value}.", copula
 
-    def filler(self, n_chars: int) -> list[str]:
-        """Whole sentences, at least n_chars characters in all: stories, repeated short sentences, or lceval's
-        generated haystack English under a seed of this stream (never the task's default seed 0); the style is
-        drawn at random unless the writer's `fillers` names one."""
+    def lookalike(self, name: str) -> str:
+        """`name` with one or two of its words changed in one or two letters ("pass key" -> "bass key", "pass kfy");
+        a word of one or two letters or of digits is kept, and a name of such words only gains a letter."""
+        words = name.split(" ")
+        changeable = [i for i, word in enumerate(words) if len(word) > 2 and word.isalpha()]
+        if not changeable:
+            return name + self.rng.choice(LETTERS)
+        changed = set(self.rng.sample(changeable, self.rng.randint(1, min(2, len(changeable)))))
+        out = []
+        for i, word in enumerate(words):
+            while i in changed:
+                at = self.rng.randrange(len(word) - 1)
+                letters = self.letters(1, 2)
+                new = word[:at] + letters + word[at + len(letters):]
+                new = new[0].upper() + new[1:] if word[0].isupper() else new
+                if new.lower() != word.lower():
+                    word = new
+                    break
+            out.append(word)
+        return " ".join(out)
+
+    def filler(self, n_chars: int, name: str) -> list[str]:
+        """Whole sentences, at least n_chars characters in all: stories, repeated short sentences, lceval's
+        generated haystack English under a seed of this stream (never the task's default seed 0), or repeated
+        sentences about look-alikes of `name` (the name asked for) among short ones; the style is drawn at random
+        unless the writer's `fillers` names one."""
         style = self.rng.choice(FILLER_STYLES) if self.fillers == "any" else self.fillers
         sentences: list[str] = []
         size = 0
@@ -209,8 +233,14 @@ class Writer:
                 sentences += [s.strip() for s in re.findall(r"[^.!?]+[.!?]", paragraph)]
                 size += len(paragraph) + 2  # as tasks.haystack.generated_text counts a paragraph and its break
             return sentences
-        pool = self.vocab["short_sentences"] if style == "short" else None
-        unit = self.rng.sample(pool, self.rng.randint(3, 6)) if pool else None
+        unit = None
+        if style == "short":
+            unit = self.rng.sample(self.vocab["short_sentences"], self.rng.randint(3, 6))
+        elif style == "lookalike":
+            unit = [f"The {self.lookalike(name)} is {self.rng.choice(copy_pool())}."
+                    for _ in range(self.rng.randint(2, 4))]
+            unit += self.rng.sample(self.vocab["short_sentences"], self.rng.randint(1, 2))
+            self.rng.shuffle(unit)
         while size < n_chars:
             if unit:
                 sentence = unit[len(sentences) % len(unit)]
@@ -238,7 +268,7 @@ def needle_sample(w: Writer, n_chars: int, distractors: int, edges: float = 0.0)
     subject, needle, copula = w.fact()
     others = [w.fact()[1] for _ in range(w.rng.randint(0, distractors))]
     others = [o for o in others if subject not in o]
-    body = w.bury(w.filler(n_chars), [needle, *others], edges)
+    body = w.bury(w.filler(n_chars, subject), [needle, *others], edges)
     question = w.fill(w.rng.choice(w.vocab["questions"]), subject=subject, copula=copula)
     description = w.rng.choice(w.vocab["descriptions"])
     messages = [{"role": "user", "content": f"{description}{body}{question}"},
@@ -263,7 +293,7 @@ def key_sample(w: Writer, n_chars: int, edges: float = 0.0) -> dict[str, Any]:
     inserts = [line.format(key_name=names[0], key=keys[0]).strip()]
     if w.rng.random() < 0.3:  # a second key under another name: the question names the one to give
         inserts.append(line.format(key_name=names[1], key=keys[1]).strip())
-    body = w.bury(w.filler(n_chars), inserts, edges)
+    body = w.bury(w.filler(n_chars, names[0]), inserts, edges)
     description = w.rng.choice(w.vocab["descriptions"])
     question = w.rng.choice(w.vocab["key_questions"]).format(key_name=names[0])
     return {"prompt": f"{description}{body}{question}", "completion": f" {keys[0]}.", "task": "key"}
