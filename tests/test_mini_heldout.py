@@ -40,31 +40,38 @@ BAKER = {
     "facts": ["Fenpen Square", "pier"],
     "max_new_tokens": 64,
 }
+SOUP = {
+    "needle": "\n\nThe secret ingredient in Marta's soup is smoked paprika from Valdora.\n\n",
+    "question": "\n\nWhat is the secret ingredient in Marta's soup?\nAnswer:",
+    "answer": "smoked paprika from Valdora",
+    "facts": ["paprika", "Valdora"],
+    "max_new_tokens": 64,
+}
 REPEATED = "The bell rings at noon. The cart is full. Birds fly south. Here we are again. The tea is hot. "
 
 
 @pytest.fixture(scope="module")
 def held_out_runs(tmp_path_factory, lceval_cmd, cli_env) -> dict[str, dict[str, list[dict]]]:
-    """{haystack: {task: samples}}: the orchard needle and the door key on the generated haystack, the baker needle
-    and the door key on the repeated sentences, in one run each."""
+    """{haystack: {task: samples}}: two needles and the door key on each haystack (the orchard needle on the
+    generated one, the baker on the repeated sentences, Marta's soup on both), in two runs a haystack."""
     root = tmp_path_factory.mktemp("mini-heldout")
     (root / "repeated").mkdir()
     (root / "repeated" / "filler.txt").write_text(REPEATED)
-    runs = {}
+    runs: dict[str, dict[str, list[dict]]] = {}
     for haystack, needle, folder in (("generated", ORCHARD, "generated"), ("repeated", BAKER, str(root / "repeated"))):
         grid = {"lengths": LENGTHS, "num_depths": 5, "control": False, "haystack": folder}
-        config = root / f"{haystack}.yaml"
-        config.write_text(yaml.safe_dump({"model": "mini-extended", "backend": "hf", "tasks": "needle,passkey",
-                                          "seed": 0, "task_options": {"needle": {**needle, **grid},
-                                                                      "passkey": {**DOOR, **grid}}}))
-        proc = subprocess.run([*lceval_cmd, "run", "--config", str(config), "--out", str(root), "--run-id", haystack],
-                              env=cli_env, capture_output=True, text=True, timeout=1200)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        samples: dict[str, list[dict]] = {"needle": [], "passkey": []}
-        for line in (root / haystack / "samples.jsonl").read_text().splitlines():
-            sample = json.loads(line)
-            samples[sample["task"]].append(sample)
-        runs[haystack] = samples
+        runs[haystack] = {"needle": [], "passkey": []}
+        for run_id, options in ((haystack, {"needle": {**needle, **grid}, "passkey": {**DOOR, **grid}}),
+                                (f"{haystack}-soup", {"needle": {**SOUP, **grid}})):
+            config = root / f"{run_id}.yaml"
+            config.write_text(yaml.safe_dump({"model": "mini-extended", "backend": "hf", "tasks": ",".join(options),
+                                              "seed": 0, "task_options": options}))
+            proc = subprocess.run([*lceval_cmd, "run", "--config", str(config), "--out", str(root), "--run-id", run_id],
+                                  env=cli_env, capture_output=True, text=True, timeout=1200)
+            assert proc.returncode == 0, proc.stderr[-3000:]
+            for line in (root / run_id / "samples.jsonl").read_text().splitlines():
+                sample = json.loads(line)
+                runs[haystack][sample["task"]].append(sample)
     return runs
 
 
@@ -76,12 +83,17 @@ def _found(samples: list[dict], metric: str) -> dict[int, int]:
 
 
 @pytest.mark.parametrize("haystack,words", [("generated", "Zelin Garden"), ("repeated", "Fenpen Square")])
-def test_the_extended_model_finds_a_needle_worded_otherwise(held_out_runs, haystack, words):
+def test_the_extended_model_finds_needles_worded_otherwise(held_out_runs, haystack, words):
+    """Two needles a haystack, 50 cells: one needle alone is a noisy measure (two draws of the extended stage that
+    find the same number of needles in all differ by six cells on one needle), two steady it."""
     samples = held_out_runs[haystack]["needle"]
-    assert len(samples) == 25 and all(words in s["target"]["needle"] for s in samples)
+    assert len(samples) == 50
+    assert sum(words in s["target"]["needle"] for s in samples) == sum("Valdora" in s["target"]["needle"]
+                                                                        for s in samples) == 25
     found = _found(samples, "key_facts")
-    # measured (shipped model): generated 5, 5, 5, 4, 3 of 5; repeated 5, 5, 5, 4, 4 (the base: 5 at 320, then 0)
-    assert sum(found[n] for n in (320, 1536, 2304)) >= 13 and sum(found.values()) >= 18, found
+    # measured (shipped model), cells found of 10 by length: generated 10, 9, 7, 3, 2; repeated 10, 10, 10, 8, 6
+    # (the base: 10 at 320, then 0 in both)
+    assert sum(found[n] for n in LENGTHS[1:]) >= 18 and sum(found.values()) >= 28, found
 
 
 @pytest.mark.parametrize("haystack", ["generated", "repeated"])
