@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # lceval-mini from scratch: train both stages, merge, ship the checkpoints inside the package, and evaluate both on
 # their grid (the baselines under results/baselines/mini and the README's heatmaps). Run from a checkout of lceval
-# after `bash scripts/install-cpu.sh`; about 75 minutes on 2 CPU cores (README, "lceval-mini").
+# after `bash scripts/install-cpu.sh`; about 73 minutes on 2 CPU cores (README, "lceval-mini").
 #   bash scripts/build-mini.sh [OUT_DIR]     (default: out)
 set -euo pipefail
 cd "$(dirname "$0")/.."
