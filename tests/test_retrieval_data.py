@@ -164,7 +164,6 @@ def test_edges_put_the_asked_needle_at_the_start_or_end_of_its_filler():
 def test_fillers_short_buries_every_needle_and_key_in_a_few_sentences_said_over_and_over():
     """--fillers short: each needle's and key's filler repeats 3 to 6 of the short sentences (the passkey task's kind
     of filler, in other words); --fillers story never does; the default draws the style at random, so some do."""
-
     shorts = vocabulary()["short_sentences"]
 
     def repeated(record: dict) -> int:
@@ -176,7 +175,6 @@ def test_fillers_short_buries_every_needle_and_key_in_a_few_sentences_said_over_
     assert not any(repeated(r) for r in generate(replace(spec, fillers="story")))
     mixed = [repeated(r) for r in generate(spec)]
     assert 0 < sum(n > 0 for n in mixed) < len(mixed)
-
 
 
 def test_fillers_lookalike_repeats_sentences_about_names_a_few_letters_from_the_asked_one():

@@ -61,7 +61,7 @@ class RetrievalSpec:
     # Share of needles and keys set at the very start or the very end of the filler (the needle tasks' depths 0 and
     # 100), half each; the others stand at a uniform place, which in a long filler reaches an end once in a hundred.
     edges: Fraction = 0.0
-    # The fillers of needles and keys: any of the three styles at random (each a third), or one of them only;
+    # The fillers of needles and keys: "any" draws story, short or haystack at random (each a third); a name picks one;
     # "short" repeats 3 to 6 short sentences over and over (the passkey task's kind of filler, in other words);
     # "lookalike" repeats sentences about names that differ from the asked one in a few letters ("The bass key is
     # red." around "the pass key"), so that only the whole name, not its pieces, tells the answer from the filler.
