@@ -196,25 +196,26 @@ class Writer:
         return subject, f"The {subject} {copula} {value}.", copula
 
     def lookalike(self, name: str) -> str:
-        """`name` with one or two of its words changed in one or two letters ("pass key" -> "bass key", "pass kfy");
-        a word of one or two letters or of digits is kept, and a name of such words only gains a letter."""
+        """`name` with one or two of its words misspelt (`misspelt`: "pass key" -> "bass key", "pass kfy"); a word of
+        one or two letters or of digits is kept, and a name of such words only gains a letter."""
         words = name.split(" ")
         changeable = [i for i, word in enumerate(words) if len(word) > 2 and word.isalpha()]
         if not changeable:
             return name + self.rng.choice(LETTERS)
-        changed = set(self.rng.sample(changeable, self.rng.randint(1, min(2, len(changeable)))))
-        out = []
-        for i, word in enumerate(words):
-            while i in changed:
-                at = self.rng.randrange(len(word) - 1)
-                letters = self.letters(1, 2)
-                new = word[:at] + letters + word[at + len(letters):]
-                new = new[0].upper() + new[1:] if word[0].isupper() else new
-                if new.lower() != word.lower():
-                    word = new
-                    break
-            out.append(word)
-        return " ".join(out)
+        for i in sorted(self.rng.sample(changeable, self.rng.randint(1, min(2, len(changeable))))):
+            words[i] = self.misspelt(words[i])
+        return " ".join(words)
+
+    def misspelt(self, word: str) -> str:
+        """`word` with one or two letters from a random place on replaced by others (its capital kept), never the
+        same word."""
+        while True:
+            at = self.rng.randrange(len(word) - 1)
+            letters = self.letters(1, 2)
+            new = word[:at] + letters + word[at + len(letters):]
+            new = new[0].upper() + new[1:] if word[0].isupper() else new
+            if new.lower() != word.lower():
+                return new
 
     def filler(self, n_chars: int, name: str) -> list[str]:
         """Whole sentences, at least n_chars characters in all: stories, repeated short sentences, lceval's
